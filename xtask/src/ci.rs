@@ -1,0 +1,37 @@
+//! `cargo xtask ci`: the only CI entry point, so a local run and CI behave alike.
+
+use std::time::Instant;
+
+use xshell::{Shell, cmd};
+
+pub(crate) fn run(sh: &Shell) -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    // insta treats CI=1 as "never write snapshots": a mismatch fails instead.
+    let _ci = sh.push_env("CI", "1");
+    step("fmt", || cmd!(sh, "{cargo} fmt --all --check").run())?;
+    step("clippy", || {
+        cmd!(
+            sh,
+            "{cargo} clippy --workspace --all-targets --locked -- -D warnings"
+        )
+        .run()
+    })?;
+    step("build tests", || {
+        cmd!(sh, "{cargo} test --workspace --locked --no-run").run()
+    })?;
+    step("test", || {
+        cmd!(sh, "{cargo} test --workspace --locked").run()
+    })?;
+    Ok(())
+}
+
+fn step(name: &str, action: impl FnOnce() -> xshell::Result<()>) -> anyhow::Result<()> {
+    eprintln!("xtask ci: {name}");
+    let started = Instant::now();
+    action()?;
+    eprintln!(
+        "xtask ci: {name} done in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

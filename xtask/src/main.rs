@@ -1,0 +1,47 @@
+//! Project automation, in Rust so that it runs the same everywhere:
+//! `cargo xtask ci` is the one command CI and developers run.
+//!
+//! Repository rules (module docs, no `Command::new`, no raw `INSERT` in tests, …) are
+//! `#[test]`s in `tidy.rs`, so `cargo test` enforces them like any other test.
+
+mod ci;
+mod flags;
+#[cfg(test)]
+mod tidy;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use xshell::Shell;
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let task = flags::Task::from_args(std::env::args().skip(1))?;
+    let sh = Shell::new()?;
+    sh.change_dir(project_root());
+    match task {
+        flags::Task::Ci => ci::run(&sh),
+        flags::Task::Help => {
+            eprintln!("{}", flags::USAGE);
+            Ok(())
+        }
+    }
+}
+
+/// The workspace root: xtask lives one level below it.
+fn project_root() -> PathBuf {
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .parent()
+        .expect("xtask lives inside the workspace")
+        .to_owned()
+}
