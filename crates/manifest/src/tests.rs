@@ -1,0 +1,535 @@
+//! Unit tests: time formats, manifest format, atomic writes, verify, redaction and
+//! retention.
+
+use std::io::Write as _;
+use std::path::Path;
+
+use proptest::prelude::*;
+
+use crate::{
+    Artifact, ArtifactName, BackupDir, ErrorCode, Manifest, RetentionPolicy, Source, StampDir,
+    Status, UtcTime, Written, plan_retention, redact, verify,
+};
+
+mod time {
+    use proptest::prelude::*;
+
+    use crate::UtcTime;
+
+    #[test]
+    fn known_instants() {
+        assert_eq!(
+            UtcTime::from_unix_seconds(0).rfc3339(),
+            "1970-01-01T00:00:00Z"
+        );
+        let time = UtcTime::from_unix_seconds(1_795_917_607);
+        assert_eq!(time.rfc3339(), "2026-11-29T02:00:07Z");
+        assert_eq!(time.stamp(), "2026-11-29_020007");
+        assert_eq!(
+            UtcTime::from_unix_seconds(951_782_400).rfc3339(),
+            "2000-02-29T00:00:00Z"
+        );
+    }
+
+    #[test]
+    fn stamps_with_and_without_suffix() {
+        let time = UtcTime::parse_rfc3339("2026-11-29T02:00:07Z").unwrap();
+        assert_eq!(UtcTime::parse_stamp("2026-11-29_020007"), Some((time, 1)));
+        assert_eq!(UtcTime::parse_stamp("2026-11-29_020007-2"), Some((time, 2)));
+        assert_eq!(
+            UtcTime::parse_stamp("2026-11-29_020007-12"),
+            Some((time, 12))
+        );
+        for not_a_stamp in [
+            "2026-11-29_020007-",
+            "2026-11-29_020007-0",
+            "2026-11-29_020007-02",
+            "2026-11-29_020007x",
+            "2026-11-29-020007",
+            "2026-02-30_000000",
+            "2026-11-29_240000",
+            "2026-1-29_020007",
+            "+026-11-29_020007",
+            "backups",
+            ".lock",
+            "",
+        ] {
+            assert_eq!(UtcTime::parse_stamp(not_a_stamp), None, "{not_a_stamp}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn formats_round_trip(seconds in 0i64..253_402_300_799) {
+            let time = UtcTime::from_unix_seconds(seconds);
+            prop_assert_eq!(UtcTime::parse_rfc3339(&time.rfc3339()), Some(time));
+            prop_assert_eq!(UtcTime::parse_stamp(&time.stamp()), Some((time, 1)));
+        }
+    }
+}
+
+fn written(bytes: u64, sha256: &str) -> Written {
+    Written {
+        bytes,
+        uncompressed_bytes: Some(bytes * 8),
+        sha256: sha256.to_owned(),
+        duration: std::time::Duration::from_millis(6000),
+    }
+}
+
+fn started() -> UtcTime {
+    UtcTime::parse_rfc3339("2026-11-29T02:00:00Z").unwrap()
+}
+
+fn finished() -> UtcTime {
+    UtcTime::parse_rfc3339("2026-11-29T02:00:07Z").unwrap()
+}
+
+#[test]
+fn ok_manifest_format() {
+    let mut storage = Artifact::ok(
+        ArtifactName::Storage,
+        Source::SupabaseStorageRoot,
+        written(52, "bb"),
+    );
+    storage.uncompressed_bytes = None;
+    let manifest = Manifest::new(
+        "backup-cron 0.1.0",
+        started(),
+        finished(),
+        vec![
+            Artifact::ok(
+                ArtifactName::SupabaseDb,
+                Source::SessionDatabaseUrl,
+                written(1_048_576, "aa"),
+            ),
+            storage,
+        ],
+    );
+    assert_eq!(manifest.status, Status::Ok);
+    insta::assert_json_snapshot!(manifest, {
+        ".artifacts[].sha256" => "[sha256]",
+    });
+}
+
+#[test]
+fn failed_manifest_format() {
+    let manifest = Manifest::new(
+        "backup-cron 0.1.0",
+        started(),
+        finished(),
+        vec![
+            Artifact::ok(
+                ArtifactName::SupabaseDb,
+                Source::DatabaseUrl,
+                written(10, "aa"),
+            ),
+            Artifact::failed(
+                ArtifactName::KeycloakDb,
+                Source::KcDbUrl,
+                ErrorCode::PgDumpTimeout,
+            ),
+            Artifact::failed(
+                ArtifactName::Storage,
+                Source::SupabaseStorageRoot,
+                ErrorCode::StorageMissing,
+            ),
+        ],
+    )
+    .with_duration(std::time::Duration::from_millis(7012));
+    assert_eq!(manifest.status, Status::Failed);
+    insta::assert_json_snapshot!(manifest, {
+        ".artifacts[].sha256" => "[sha256]",
+    });
+}
+
+#[test]
+fn error_codes_serialise_as_documented() {
+    let names: Vec<String> = ErrorCode::ALL
+        .iter()
+        .map(|code| {
+            let json = serde_json::to_string(code).unwrap();
+            assert_eq!(json, format!("\"{code}\""));
+            code.to_string()
+        })
+        .collect();
+    insta::assert_snapshot!(names.join(" "), @"pg_dump_not_found pg_dump_timeout pg_dump_failed pg_dump_version_mismatch db_auth_failed db_unreachable db_not_found db_permission_denied storage_missing storage_not_dir storage_read_failed disk_full io_failed interrupted");
+}
+
+#[test]
+fn manifest_rejects_free_text_and_unknown_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = Manifest::new("backup-cron 0.1.0", started(), finished(), vec![]);
+    manifest.write_atomic(dir.path()).unwrap();
+    let text = std::fs::read_to_string(dir.path().join("manifest.json")).unwrap();
+    for tampered in [
+        text.replace(
+            "\"error\": null",
+            "\"error\": {\"code\": \"io_failed\", \"step\": \"storage\", \"message\": \"x\"}",
+        ),
+        text.replace(
+            "\"error\": null",
+            "\"error\": {\"code\": \"host db1 down\", \"step\": \"storage\"}",
+        ),
+        text.replace(
+            "\"status\": \"ok\"",
+            "\"status\": \"ok\", \"detail\": \"db1.internal\"",
+        ),
+    ] {
+        assert_ne!(tampered, text, "the tampering applies");
+        std::fs::write(dir.path().join("manifest.json"), tampered).unwrap();
+        assert!(matches!(
+            Manifest::read(dir.path()),
+            Err(crate::Error::Parse { .. })
+        ));
+    }
+}
+
+#[test]
+fn write_atomic_leaves_only_the_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = Manifest::new("backup-cron 0.1.0", started(), finished(), vec![]);
+    manifest.write_atomic(dir.path()).unwrap();
+    manifest.write_atomic(dir.path()).unwrap();
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec!["manifest.json"]);
+    assert_eq!(Manifest::read(dir.path()).unwrap(), manifest);
+}
+
+/// A backup directory with one gzip artifact recorded correctly in its manifest.
+fn backup_with_gzip(dir: &Path, payload: &[u8]) -> Manifest {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(payload).unwrap();
+    let gz = encoder.finish().unwrap();
+    std::fs::write(dir.join("supabase_db.sql.gz"), &gz).unwrap();
+    use sha2::Digest as _;
+    let sha256: String = sha2::Sha256::digest(&gz)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let written = Written {
+        bytes: gz.len() as u64,
+        uncompressed_bytes: Some(payload.len() as u64),
+        sha256,
+        duration: std::time::Duration::ZERO,
+    };
+    let manifest = Manifest::new(
+        "backup-cron 0.1.0",
+        started(),
+        finished(),
+        vec![Artifact::ok(
+            ArtifactName::SupabaseDb,
+            Source::DatabaseUrl,
+            written,
+        )],
+    );
+    manifest.write_atomic(dir).unwrap();
+    manifest
+}
+
+#[track_caller]
+fn check_verify(damage: impl FnOnce(&Path), expected_problem: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let payload: Vec<u8> = (0..200_000u32).flat_map(|n| n.to_le_bytes()).collect();
+    backup_with_gzip(dir.path(), &payload);
+    assert!(
+        verify(dir.path()).unwrap().is_good(),
+        "intact backup verifies"
+    );
+    damage(&dir.path().join("supabase_db.sql.gz"));
+    let verification = verify(dir.path()).unwrap();
+    assert!(!verification.is_good());
+    let problem = verification.artifacts[0]
+        .problem
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    assert!(problem.starts_with(expected_problem), "{problem}");
+}
+
+#[test]
+fn verify_catches_a_flipped_byte() {
+    check_verify(
+        |path| {
+            let mut bytes = std::fs::read(path).unwrap();
+            let middle = bytes.len() / 2;
+            bytes[middle] ^= 0x01;
+            std::fs::write(path, bytes).unwrap();
+        },
+        "gzip stream is corrupt",
+    );
+}
+
+#[test]
+fn verify_catches_a_truncated_file() {
+    check_verify(
+        |path| {
+            let bytes = std::fs::read(path).unwrap();
+            std::fs::write(path, &bytes[..bytes.len() - 100]).unwrap();
+        },
+        "gzip stream is corrupt",
+    );
+}
+
+#[test]
+fn verify_catches_a_missing_file_and_leftovers() {
+    check_verify(|path| std::fs::remove_file(path).unwrap(), "missing");
+    let dir = tempfile::tempdir().unwrap();
+    backup_with_gzip(dir.path(), b"select 1;");
+    std::fs::write(dir.path().join("keycloak_db.sql.gz.partial"), b"x").unwrap();
+    let verification = verify(dir.path()).unwrap();
+    assert_eq!(verification.leftovers, vec!["keycloak_db.sql.gz.partial"]);
+    assert!(!verification.is_good());
+}
+
+#[test]
+fn verify_reports_a_failed_manifest_as_not_good() {
+    let dir = tempfile::tempdir().unwrap();
+    Manifest::new(
+        "backup-cron 0.1.0",
+        started(),
+        finished(),
+        vec![Artifact::failed(
+            ArtifactName::SupabaseDb,
+            Source::DatabaseUrl,
+            ErrorCode::DbUnreachable,
+        )],
+    )
+    .write_atomic(dir.path())
+    .unwrap();
+    let verification = verify(dir.path()).unwrap();
+    assert!(verification.artifacts.is_empty());
+    assert!(!verification.is_good());
+    assert!(
+        verify(tempfile::tempdir().unwrap().path()).is_err(),
+        "no manifest: interrupted run"
+    );
+}
+
+#[test]
+fn redact_known_shapes() {
+    insta::assert_snapshot!(
+        redact("pg_dump: error: connection to server at \"db\" failed for postgresql://app:hunter2@db:5432/app?sslmode=require"),
+        @r#"pg_dump: error: connection to server at "db" failed for postgresql://app:***@db:5432/app?sslmode=require"#
+    );
+    insta::assert_snapshot!(redact(r"host=db password='it\'s' user=u"), @"host=db password=*** user=u");
+    insta::assert_snapshot!(redact("jdbc:postgresql://kc/db?user=kc&password=s3cr3t&ssl=true"), @"jdbc:postgresql://kc/db?user=kc&password=***");
+    insta::assert_snapshot!(redact("PGPASSWORD=abc pg_dump"), @"PGPASSWORD=*** pg_dump");
+    insta::assert_snapshot!(redact("no secrets here: password is required"), @"no secrets here: password is required");
+}
+
+proptest! {
+    #[test]
+    fn no_generated_password_survives_redaction(
+        password in "[!-~]{6,40}",
+        prefix in "[ -~]{0,20}",
+        suffix in "[ -~]{0,20}",
+    ) {
+        let encoded: String = password.bytes().map(|b| {
+            if b.is_ascii_alphanumeric() { char::from(b).to_string() } else { format!("%{b:02X}") }
+        }).collect();
+        let quoted = password.replace('\\', "\\\\").replace('\'', "\\'");
+        let raw_url_safe = !password.contains(char::is_whitespace);
+        let mut lines = vec![
+            format!("{prefix}postgresql://user:{encoded}@host:5432/db{suffix}"),
+            format!("{prefix}host=h password='{quoted}' dbname=d{suffix}"),
+            format!("{prefix}jdbc:postgresql://h/db?user=u&password={encoded}{suffix}"),
+            format!("{prefix}PGPASSWORD={encoded} {suffix}"),
+        ];
+        if raw_url_safe {
+            lines.push(format!("{prefix} postgres://user:{password}@host/db {suffix}"));
+            lines.push(format!("{prefix} password={password} {suffix}"));
+        }
+        for line in lines {
+            let redacted = redact(&line);
+            prop_assert!(!redacted.contains(&password), "{:?} -> {:?}", line, redacted);
+            prop_assert!(!redacted.contains(&encoded), "{:?} -> {:?}", line, redacted);
+        }
+    }
+}
+
+fn stamp_dir(days_ago: i64, sequence: u32, status: Option<Status>, now: UtcTime) -> StampDir {
+    let time = UtcTime::from_unix_seconds(now.unix_seconds() - days_ago * 86_400);
+    let name = if sequence == 1 {
+        time.stamp()
+    } else {
+        format!("{}-{sequence}", time.stamp())
+    };
+    StampDir {
+        name,
+        time,
+        sequence,
+        status,
+    }
+}
+
+fn status_strategy() -> impl Strategy<Value = Option<Status>> {
+    prop_oneof![
+        Just(Some(Status::Ok)),
+        Just(Some(Status::Failed)),
+        Just(None)
+    ]
+}
+
+proptest! {
+    #[test]
+    fn retention_plan_keeps_the_invariants(
+        specs in proptest::collection::vec((0i64..30, 1u32..3, status_strategy()), 0..25),
+        retention_days in 0u32..15,
+        keep_min in 0u32..4,
+    ) {
+        let now = UtcTime::parse_rfc3339("2026-11-29T02:00:00Z").unwrap();
+        let mut dirs: Vec<StampDir> = specs.iter().map(|(days, seq, status)| stamp_dir(*days, *seq, *status, now)).collect();
+        dirs.sort_by(|a, b| a.name.cmp(&b.name));
+        dirs.dedup_by(|a, b| a.name == b.name);
+        let current = dirs.last().map(|dir| dir.name.clone()).unwrap_or_default();
+        let policy = RetentionPolicy { retention_days, keep_min };
+        let doomed = plan_retention(&dirs, now, policy, &current);
+
+        prop_assert!(!doomed.contains(&current), "the run just written stays");
+        let mut ok_newest_first: Vec<&StampDir> = dirs.iter().filter(|d| d.status == Some(Status::Ok)).collect();
+        ok_newest_first.sort_by_key(|dir| std::cmp::Reverse((dir.time, dir.sequence)));
+        for kept in ok_newest_first.iter().take(keep_min as usize) {
+            prop_assert!(!doomed.contains(&kept.name), "one of the newest ok backups was planned for deletion");
+        }
+        for dir in &dirs {
+            let old = now.unix_seconds() - dir.time.unix_seconds() > i64::from(retention_days) * 86_400;
+            if !old {
+                prop_assert!(!doomed.contains(&dir.name), "a young backup was planned for deletion");
+            }
+        }
+        for name in &doomed {
+            prop_assert!(dirs.iter().any(|dir| &dir.name == name), "only listed dirs are planned");
+        }
+    }
+}
+
+#[test]
+fn retention_touches_only_real_old_stamp_dirs() {
+    let root = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let now = UtcTime::parse_rfc3339("2026-11-29T02:00:00Z").unwrap();
+    let backup_dir = BackupDir::new(root.path());
+    let old_ok = make_stamp_dir(root.path(), now, 30, Some(Status::Ok));
+    let older_ok = make_stamp_dir(root.path(), now, 40, Some(Status::Ok));
+    let old_failed = make_stamp_dir(root.path(), now, 20, Some(Status::Failed));
+    let old_interrupted = make_stamp_dir(root.path(), now, 21, None);
+    let current = make_stamp_dir(root.path(), now, 0, Some(Status::Ok));
+    // Things that are not backups, even if they look old or stamp-like.
+    std::fs::create_dir(root.path().join("keep-me")).unwrap();
+    std::fs::write(
+        root.path().join("2001-01-01_000000"),
+        b"a file with a stamp name",
+    )
+    .unwrap();
+    std::fs::create_dir(outside.path().join("victim")).unwrap();
+    std::os::unix::fs::symlink(
+        outside.path().join("victim"),
+        root.path().join("2001-01-02_000000"),
+    )
+    .unwrap();
+    std::fs::write(root.path().join(".lock"), b"").unwrap();
+
+    let deleted = backup_dir
+        .apply_retention(
+            now,
+            RetentionPolicy {
+                retention_days: 7,
+                keep_min: 1,
+            },
+            &current,
+        )
+        .unwrap();
+
+    // keep_min 1 protects only the newest ok backup, which is the current run.
+    let mut expected = vec![
+        older_ok.clone(),
+        old_ok.clone(),
+        old_interrupted,
+        old_failed,
+    ];
+    expected.sort();
+    let mut deleted_sorted = deleted.clone();
+    deleted_sorted.sort();
+    assert_eq!(deleted_sorted, expected);
+    for name in [
+        &current,
+        &"keep-me".to_owned(),
+        &"2001-01-01_000000".to_owned(),
+        &".lock".to_owned(),
+    ] {
+        assert!(root.path().join(name).exists(), "{name} must stay");
+    }
+    assert!(
+        std::fs::symlink_metadata(root.path().join("2001-01-02_000000")).is_ok(),
+        "symlink stays"
+    );
+    assert!(
+        outside.path().join("victim").exists(),
+        "symlink target untouched"
+    );
+    assert!(!root.path().join(&older_ok).exists());
+}
+
+#[test]
+fn keep_min_protects_old_ok_backups() {
+    let root = tempfile::tempdir().unwrap();
+    let now = UtcTime::parse_rfc3339("2026-11-29T02:00:00Z").unwrap();
+    let oldest = make_stamp_dir(root.path(), now, 50, Some(Status::Ok));
+    let old = make_stamp_dir(root.path(), now, 40, Some(Status::Ok));
+    let current = make_stamp_dir(root.path(), now, 0, Some(Status::Ok));
+    let deleted = BackupDir::new(root.path())
+        .apply_retention(
+            now,
+            RetentionPolicy {
+                retention_days: 7,
+                keep_min: 2,
+            },
+            &current,
+        )
+        .unwrap();
+    assert_eq!(deleted, vec![oldest]);
+    assert!(root.path().join(old).exists());
+}
+
+fn make_stamp_dir(root: &Path, now: UtcTime, days_ago: i64, status: Option<Status>) -> String {
+    let time = UtcTime::from_unix_seconds(now.unix_seconds() - days_ago * 86_400);
+    let name = time.stamp();
+    let dir = root.join(&name);
+    std::fs::create_dir(&dir).unwrap();
+    let artifacts = match status {
+        Some(Status::Failed) => vec![Artifact::failed(
+            ArtifactName::SupabaseDb,
+            Source::DatabaseUrl,
+            ErrorCode::DbUnreachable,
+        )],
+        _ => vec![],
+    };
+    if status.is_some() {
+        Manifest::new("backup-cron 0.1.0", time, time, artifacts)
+            .write_atomic(&dir)
+            .unwrap();
+    }
+    name
+}
+
+#[test]
+fn run_dirs_get_suffixes_and_the_lock_is_exclusive() {
+    let root = tempfile::tempdir().unwrap();
+    let backup_dir = BackupDir::new(root.path());
+    let now = started();
+    let first = backup_dir.create_run_dir(now).unwrap();
+    let second = backup_dir.create_run_dir(now).unwrap();
+    assert_eq!(first.file_name().unwrap(), "2026-11-29_020000");
+    assert_eq!(second.file_name().unwrap(), "2026-11-29_020000-2");
+    let lock = backup_dir.lock().unwrap();
+    assert!(matches!(
+        backup_dir.lock(),
+        Err(crate::Error::Locked { .. })
+    ));
+    drop(lock);
+    assert!(backup_dir.lock().is_ok());
+}
