@@ -1,0 +1,60 @@
+//! Turning a database and a directory into verified backup artifacts, safely.
+//!
+//! - [`dump`] runs `pg_dump --format=plain --no-owner --no-password` as a child in its
+//!   own process group, with an empty environment plus exactly the libpq variables
+//!   of the DSN and `PGPASSFILE` (a private 0600 file, removed when the step ends).
+//!   Its stdout streams into [`ParallelGzip`]; its stderr is drained on its own
+//!   thread and only the last 64 KiB are kept; a control loop enforces a hard
+//!   wall-clock timeout (SIGTERM to the group, SIGKILL 5 s later) that no blocking
+//!   read can delay, reacts to [`Cancellation`], and logs progress every 30 s.
+//! - [`archive`] writes a tar.gz of a storage directory, storing symlinks as links.
+//! - Both write `NAME.partial`, fsync and rename it into place; a failed step
+//!   leaves no file. Every failure maps to one manifest [`ErrorCode`](manifest::ErrorCode)
+//!   through [`Error::code`].
+//!
+//! This crate is the only place in the workspace that starts a child process.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::path::Path;
+//! use std::time::Duration;
+//!
+//! let dsn = dsn::Dsn::parse("postgresql://backup:secret@db:5432/app")?;
+//! let cancellation = dump_runner::Cancellation::new();
+//! let dumped = dump_runner::dump(&dump_runner::DumpJob {
+//!     program: Path::new("pg_dump"),
+//!     dsn: &dsn,
+//!     output: Path::new("/backups/2026-11-29_020000/supabase_db.sql.gz"),
+//!     timeout: Duration::from_secs(300),
+//!     compression_level: 6,
+//!     cancellation: &cancellation,
+//! })?;
+//! println!("{} bytes, sha256 {}", dumped.written.bytes, dumped.written.sha256);
+//! # Ok(())
+//! # }
+//! ```
+
+mod cancel;
+mod classify;
+mod dump;
+mod error;
+mod gzip;
+mod storage;
+
+use std::path::{Path, PathBuf};
+
+pub use cancel::{Cancellation, Subscription};
+pub use classify::classify_stderr;
+pub use dump::{DumpJob, Dumped, KILL_GRACE, PROGRESS_INTERVAL, STDERR_TAIL, dump};
+pub use error::Error;
+pub use gzip::{BLOCK_SIZE, Finished, ParallelGzip};
+pub use storage::{ArchiveJob, archive};
+
+/// `path` with [`manifest::PARTIAL_SUFFIX`] appended.
+fn partial_path(path: &Path) -> PathBuf {
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(manifest::PARTIAL_SUFFIX);
+    PathBuf::from(partial)
+}

@@ -1,0 +1,6 @@
+//! Integration tests: real `pg_dump` against the fixtures cluster, fakes for the
+//! failure modes, and the storage archive.
+
+mod dump;
+mod gzip;
+mod storage;
