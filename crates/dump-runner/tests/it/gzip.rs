@@ -30,7 +30,7 @@ fn check(input: &[u8], level: u32) {
 }
 
 fn text(len: usize) -> Vec<u8> {
-    b"INSERT INTO notes VALUES (1, 'Photosynthesis turns light into sugar.');\n"
+    b"1\tPhotosynthesis turns light into sugar, as **chlorophyll** absorbs it.\n"
         .iter()
         .copied()
         .cycle()
