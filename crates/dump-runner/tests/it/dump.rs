@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use dsn::Dsn;
 use dump_runner::{Cancellation, DumpJob, Error, dump};
-use fixtures::{FakePgDump, TestDb, process_is_running};
+use fixtures::{FakePgDump, TestDb, wait_until_gone};
 use manifest::ErrorCode;
 use sha2::{Digest as _, Sha256};
 
@@ -229,7 +229,10 @@ fn hanging_pg_dump_with_a_child_is_killed_at_the_timeout() {
     let pids = fake.recorded_pids();
     assert_eq!(pids.len(), 2, "the fake and its child were started");
     for pid in pids {
-        assert!(!process_is_running(pid), "pid {pid} survived the timeout");
+        assert!(
+            wait_until_gone(pid, Duration::from_secs(10)),
+            "pid {pid} survived the timeout"
+        );
     }
     assert_eq!(
         std::fs::read_dir(out.path()).unwrap().count(),
@@ -268,7 +271,10 @@ fn cancellation_ends_the_dump_and_its_group() {
 
     assert_eq!(error.code(), ErrorCode::Interrupted, "{error}");
     for pid in fake.recorded_pids() {
-        assert!(!process_is_running(pid), "pid {pid} survived");
+        assert!(
+            wait_until_gone(pid, Duration::from_secs(10)),
+            "pid {pid} survived"
+        );
     }
     assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
 }
@@ -470,6 +476,9 @@ fn disk_full_gives_disk_full_and_no_partial() {
         "no .partial left"
     );
     for pid in fake.recorded_pids() {
-        assert!(!process_is_running(pid), "pid {pid} survived");
+        assert!(
+            wait_until_gone(pid, Duration::from_secs(10)),
+            "pid {pid} survived"
+        );
     }
 }
