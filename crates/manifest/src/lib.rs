@@ -1,5 +1,6 @@
 //! The on-disk format of a backup: `manifest.json`, the directory layout around it,
-//! and the rules that read it (verify, status, retention).
+//! and the rules that read it (verify, status, retention), plus the UTC time
+//! arithmetic they share with the backup schedule ([`Schedule`]).
 //!
 //! A backup run writes one directory `BACKUP_DIR/<stamp>/` (UTC
 //! `YYYY-MM-DD_HHMMSS`, `-2`, `-3`… on collision) holding its artifacts and, written
@@ -39,6 +40,7 @@ mod error;
 mod layout;
 mod redact;
 mod retention;
+mod schedule;
 #[cfg(test)]
 mod tests;
 mod time;
@@ -54,6 +56,7 @@ pub use error::Error;
 pub use layout::{BackupDir, LOCK_FILE, RunLock, StampDir};
 pub use redact::redact;
 pub use retention::{RetentionPolicy, plan_retention};
+pub use schedule::{Schedule, ScheduleError};
 pub use time::UtcTime;
 pub use verify::{ArtifactCheck, Problem, Verification, verify};
 

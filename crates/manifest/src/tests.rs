@@ -7,8 +7,8 @@ use std::path::Path;
 use proptest::prelude::*;
 
 use crate::{
-    Artifact, ArtifactName, BackupDir, ErrorCode, Manifest, RetentionPolicy, Source, StampDir,
-    Status, UtcTime, Written, plan_retention, redact, verify,
+    Artifact, ArtifactName, BackupDir, ErrorCode, Manifest, RetentionPolicy, Schedule, Source,
+    StampDir, Status, UtcTime, Written, plan_retention, redact, verify,
 };
 
 mod time {
@@ -532,4 +532,105 @@ fn run_dirs_get_suffixes_and_the_lock_is_exclusive() {
     ));
     drop(lock);
     assert!(backup_dir.lock().is_ok());
+}
+
+#[track_caller]
+fn check_schedule(expression: &str, after: &str, expected: &[&str]) {
+    let schedule = Schedule::parse(expression).unwrap();
+    let mut at = UtcTime::parse_rfc3339(after).unwrap();
+    for want in expected {
+        at = schedule.next_after(at).unwrap();
+        assert_eq!(at.rfc3339(), *want, "{expression} after {after}");
+    }
+}
+
+#[test]
+fn schedule_default_daily_at_two() {
+    check_schedule(
+        "0 2 * * *",
+        "2026-11-29T01:59:59Z",
+        &["2026-11-29T02:00:00Z", "2026-11-30T02:00:00Z"],
+    );
+    check_schedule(
+        "0 2 * * *",
+        "2026-11-29T02:00:00Z",
+        &["2026-11-30T02:00:00Z"],
+    );
+}
+
+#[test]
+fn schedule_with_seconds_steps_ranges_lists_and_names() {
+    check_schedule(
+        "*/20 * * * * *",
+        "2026-11-29T02:00:05Z",
+        &[
+            "2026-11-29T02:00:20Z",
+            "2026-11-29T02:00:40Z",
+            "2026-11-29T02:01:00Z",
+        ],
+    );
+    check_schedule(
+        "30 9-10 * * MON-FRI",
+        "2026-11-27T10:31:00Z",
+        &["2026-11-30T09:30:00Z", "2026-11-30T10:30:00Z"],
+    );
+    check_schedule(
+        "0 0 1,15 feb *",
+        "2026-01-20T00:00:00Z",
+        &[
+            "2026-02-01T00:00:00Z",
+            "2026-02-15T00:00:00Z",
+            "2027-02-01T00:00:00Z",
+        ],
+    );
+    check_schedule(
+        "0 0 29 2 *",
+        "2026-03-01T00:00:00Z",
+        &["2028-02-29T00:00:00Z"],
+    );
+    check_schedule(
+        "0 12 * * 7",
+        "2026-11-28T00:00:00Z",
+        &["2026-11-29T12:00:00Z"],
+    );
+}
+
+#[test]
+fn schedule_day_of_month_or_day_of_week() {
+    // Vixie cron: the 13th, or any Friday.
+    check_schedule(
+        "0 0 13 * 5",
+        "2026-11-01T00:00:00Z",
+        &[
+            "2026-11-06T00:00:00Z",
+            "2026-11-13T00:00:00Z",
+            "2026-11-20T00:00:00Z",
+        ],
+    );
+}
+
+#[test]
+fn schedule_rejects_nonsense() {
+    for bad in [
+        "",
+        "* * * *",
+        "* * * * * * *",
+        "60 * * * *",
+        "* 24 * * *",
+        "* * 0 * *",
+        "* * * 13 *",
+        "* * * * 8",
+        "*/0 * * * *",
+        "5-1 * * * *",
+        "a * * * *",
+        "* * * FOO *",
+    ] {
+        assert!(Schedule::parse(bad).is_err(), "{bad:?}");
+    }
+    assert_eq!(
+        Schedule::parse("0 0 31 2 *")
+            .unwrap()
+            .next_after(UtcTime::from_unix_seconds(0)),
+        None
+    );
 }
