@@ -22,15 +22,8 @@ struct Setup {
 impl Setup {
     async fn new() -> Setup {
         let db = TestDb::new().await.unwrap();
+        let role = db.create_backup_role(HOSTILE_PASSWORD).await.unwrap();
         let client = db.connect().await.unwrap();
-        let role = format!("backup_{}", fixtures::random_token(8).to_lowercase());
-        client
-            .batch_execute(&format!(
-                "create role {role} login bypassrls password '{}' in role pg_read_all_data",
-                HOSTILE_PASSWORD.replace('\'', "''")
-            ))
-            .await
-            .unwrap();
         let course = fixtures::course()
             .title("Seeded course title")
             .insert(&client)
@@ -60,28 +53,7 @@ impl Setup {
     }
 
     fn url_with_password(&self, password: &str) -> String {
-        let cluster = self
-            .db
-            .server()
-            .cluster()
-            .expect("these tests use the fixtures cluster");
-        let encoded: String = password
-            .bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() {
-                    char::from(b).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect();
-        format!(
-            "postgresql://{}:{encoded}@{}:{}/{}",
-            self.role,
-            fixtures::HOST,
-            cluster.port(),
-            self.db.name()
-        )
+        self.db.url_as(&self.role, password)
     }
 
     fn dsn(&self) -> Dsn {

@@ -1,0 +1,163 @@
+//! The command line. Every setting is a flag and an environment variable, except
+//! secrets: those are read from the environment (or `NAME_FILE`) only, so that no
+//! password can ever appear in a process list.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Environment-only variables, listed in `--help`.
+const SECRETS_HELP: &str = "\
+Databases (environment only, never flags, so that no password reaches a process list;
+each also accepts NAME_FILE, a file holding the value, as with Docker secrets):
+  SESSION_DATABASE_URL, BACKUP_DATABASE_URL, DATABASE_URL
+      The platform database; the first one set and non-empty wins. postgres:// or
+      postgresql:// URL, jdbc:postgresql:// URL, or libpq key=value string.
+      Dumped as supabase_db.sql.gz. The role needs pg_read_all_data and BYPASSRLS.
+  KC_DB_URL, KC_DB_USERNAME, KC_DB_PASSWORD
+      Optional Keycloak database, dumped as keycloak_db.sql.gz. The username and
+      password fill in what the URL lacks.
+
+Logging: RUST_LOG sets the level (default info), e.g. RUST_LOG=debug.
+
+Exit status: 0 ok; 1 backup failed (a manifest with status failed was written) or a
+check failed; 2 configuration error (nothing was created); 3 another run holds the lock.";
+
+/// Scheduled pg_dump backups into gzip, a storage archive and a manifest.json that
+/// records what happened without leaking anything.
+#[derive(Parser, Debug)]
+#[command(
+    name = "backup-cron",
+    version,
+    after_help = SECRETS_HELP,
+    disable_help_subcommand = true,
+    args_conflicts_with_subcommands = true
+)]
+pub(crate) struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub(crate) command: Option<Command>,
+    /// Same as the `once` command.
+    #[arg(long)]
+    pub(crate) once: bool,
+    /// Settings shared by the commands.
+    #[command(flatten)]
+    pub(crate) settings: Settings,
+}
+
+/// The commands.
+#[derive(Subcommand, Debug, Clone)]
+pub(crate) enum Command {
+    /// Run one backup now.
+    ///
+    /// Exit 0 ok, 1 failed (manifest written), 2 configuration error, 3 locked.
+    /// SIGTERM/SIGINT ends pg_dump, records `interrupted`, exits 1.
+    Once,
+    /// Stay in the foreground and run a backup at each tick of BACKUP_SCHEDULE.
+    ///
+    /// Runs never overlap; a failed run does not stop the scheduler. SIGTERM/SIGINT
+    /// stops scheduling, ends a running pg_dump, records `interrupted`, exits 0.
+    Run,
+    /// Check a backup directory: manifest, sizes, sha256, gzip to the end.
+    ///
+    /// Prints one line per artifact. Exit 0 when everything is good, 1 otherwise.
+    Verify {
+        /// The backup directory (default: the newest in BACKUP_DIR).
+        dir: Option<PathBuf>,
+    },
+    /// Print the newest backup's status and the age of the newest successful one.
+    ///
+    /// For container health checks: exit 0 when the newest successful backup is
+    /// younger than --max-age, 1 otherwise.
+    Status {
+        /// Maximum age of the newest successful backup, e.g. 26h, 90m, 2d, 3600s.
+        #[arg(long, value_name = "DURATION", default_value = "26h")]
+        max_age: String,
+    },
+}
+
+/// Non-secret settings: flag, else environment variable, else default.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct Settings {
+    /// Where backup directories are created (created if missing). Required.
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        env = "BACKUP_DIR",
+        hide_env_values = true
+    )]
+    pub(crate) backup_dir: Option<String>,
+    /// Optional storage directory, archived as storage_buckets.tar.gz.
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        env = "SUPABASE_STORAGE_ROOT",
+        hide_env_values = true
+    )]
+    pub(crate) storage_root: Option<String>,
+    /// Backups older than this many days are deleted after a successful run [default: 7].
+    #[arg(
+        long,
+        global = true,
+        value_name = "DAYS",
+        env = "RETENTION_DAYS",
+        hide_env_values = true
+    )]
+    pub(crate) retention_days: Option<String>,
+    /// The newest N successful backups are never deleted [default: 1].
+    #[arg(
+        long,
+        global = true,
+        value_name = "N",
+        env = "BACKUP_KEEP_MIN",
+        hide_env_values = true
+    )]
+    pub(crate) keep_min: Option<String>,
+    /// Hard wall-clock limit for each pg_dump, in seconds [default: 300].
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECONDS",
+        env = "BACKUP_PG_TIMEOUT_SECONDS",
+        hide_env_values = true
+    )]
+    pub(crate) pg_timeout_seconds: Option<String>,
+    /// gzip level 1-9 [default: 6].
+    #[arg(
+        long,
+        global = true,
+        value_name = "LEVEL",
+        env = "BACKUP_COMPRESSION_LEVEL",
+        hide_env_values = true
+    )]
+    pub(crate) compression_level: Option<String>,
+    /// The pg_dump program [default: pg_dump on PATH].
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = "PG_DUMP",
+        hide_env_values = true
+    )]
+    pub(crate) pg_dump: Option<String>,
+    /// Cron expression in UTC for `run`: 5 fields, or 6 with seconds first [default: "0 2 * * *"].
+    #[arg(
+        long,
+        global = true,
+        value_name = "CRON",
+        env = "BACKUP_SCHEDULE",
+        hide_env_values = true
+    )]
+    pub(crate) schedule: Option<String>,
+    /// Log format: text or json [default: text].
+    #[arg(
+        long,
+        global = true,
+        value_name = "FORMAT",
+        env = "LOG_FORMAT",
+        hide_env_values = true
+    )]
+    pub(crate) log_format: Option<String>,
+}

@@ -1,0 +1,235 @@
+//! From flags and environment to a validated configuration, before anything is
+//! created. Every error names the variable (never a secret's value) and maps to
+//! exit status 2.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use dsn::{Dsn, Environment, Resolved};
+use manifest::{BackupDir, RetentionPolicy, Schedule};
+
+use crate::cli::Settings;
+use crate::logging::LogFormat;
+
+/// The platform database's variables, in precedence order.
+pub(crate) const DATABASE_URLS: [&str; 3] = [
+    "SESSION_DATABASE_URL",
+    "BACKUP_DATABASE_URL",
+    "DATABASE_URL",
+];
+
+/// One line that says which variable is wrong and why.
+#[derive(Debug)]
+pub(crate) struct ConfigError(String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<dsn::Error> for ConfigError {
+    fn from(error: dsn::Error) -> ConfigError {
+        // dsn errors name the variable and never contain a secret.
+        ConfigError(error.to_string())
+    }
+}
+
+/// Everything one backup run needs.
+pub(crate) struct RunConfig {
+    pub(crate) backup_dir: BackupDir,
+    pub(crate) platform: Resolved,
+    pub(crate) keycloak: Option<Dsn>,
+    pub(crate) storage_root: Option<PathBuf>,
+    pub(crate) retention: RetentionPolicy,
+    pub(crate) pg_timeout: Duration,
+    pub(crate) compression_level: u32,
+    pub(crate) pg_dump: PathBuf,
+}
+
+/// Validates everything, then creates `BACKUP_DIR` if missing (the only thing a
+/// valid configuration creates).
+pub(crate) fn run_config(settings: &Settings, env: &Environment) -> Result<RunConfig, ConfigError> {
+    let backup_dir = required_path(settings.backup_dir.as_deref(), "BACKUP_DIR")?;
+    let platform = dsn::resolve(env, &DATABASE_URLS)?.ok_or_else(|| {
+        ConfigError(format!(
+            "no database configured: set one of {}",
+            DATABASE_URLS.join(", ")
+        ))
+    })?;
+    let keycloak = match dsn::resolve(env, &["KC_DB_URL"])? {
+        Some(resolved) => {
+            let mut dsn = resolved.dsn;
+            dsn.fill_credentials(env.var("KC_DB_USERNAME")?, env.secret("KC_DB_PASSWORD")?);
+            Some(dsn)
+        }
+        None => None,
+    };
+    let retention = RetentionPolicy {
+        retention_days: number(
+            settings.retention_days.as_deref(),
+            "RETENTION_DAYS",
+            7,
+            0..=36_500,
+        )?,
+        keep_min: number(
+            settings.keep_min.as_deref(),
+            "BACKUP_KEEP_MIN",
+            1,
+            0..=100_000,
+        )?,
+    };
+    let pg_timeout_seconds = number(
+        settings.pg_timeout_seconds.as_deref(),
+        "BACKUP_PG_TIMEOUT_SECONDS",
+        300u64,
+        1..=604_800,
+    )?;
+    let compression_level = number(
+        settings.compression_level.as_deref(),
+        "BACKUP_COMPRESSION_LEVEL",
+        6,
+        1..=9,
+    )?;
+    let pg_dump = PathBuf::from(non_empty(settings.pg_dump.as_deref()).unwrap_or("pg_dump"));
+    let storage_root = non_empty(settings.storage_root.as_deref()).map(PathBuf::from);
+    prepare_backup_dir(&backup_dir)?;
+    Ok(RunConfig {
+        backup_dir: BackupDir::new(&backup_dir),
+        platform,
+        keycloak,
+        storage_root,
+        retention,
+        pg_timeout: Duration::from_secs(pg_timeout_seconds),
+        compression_level,
+        pg_dump,
+    })
+}
+
+/// `BACKUP_DIR` for `verify` and `status`, which only read: it must exist.
+pub(crate) fn existing_backup_dir(settings: &Settings) -> Result<PathBuf, ConfigError> {
+    let dir = required_path(settings.backup_dir.as_deref(), "BACKUP_DIR")?;
+    if !dir.is_dir() {
+        return Err(ConfigError(format!(
+            "BACKUP_DIR: {} is not a directory",
+            dir.display()
+        )));
+    }
+    Ok(dir)
+}
+
+/// `BACKUP_SCHEDULE`.
+pub(crate) fn schedule(settings: &Settings) -> Result<Schedule, ConfigError> {
+    let expression = non_empty(settings.schedule.as_deref()).unwrap_or("0 2 * * *");
+    Schedule::parse(expression).map_err(|error| ConfigError(format!("BACKUP_SCHEDULE: {error}")))
+}
+
+/// `LOG_FORMAT`.
+pub(crate) fn log_format(settings: &Settings) -> Result<LogFormat, ConfigError> {
+    match non_empty(settings.log_format.as_deref()).unwrap_or("text") {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        other => Err(ConfigError(format!(
+            "LOG_FORMAT: expected text or json, got {other:?}"
+        ))),
+    }
+}
+
+/// `26h`, `90m`, `2d`, `3600s`, `1d12h`, or plain seconds.
+pub(crate) fn duration(name: &str, text: &str) -> Result<Duration, ConfigError> {
+    let invalid = || {
+        ConfigError(format!(
+            "{name}: expected a duration like 26h, 90m, 2d or 3600s, got {text:?}"
+        ))
+    };
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
+    }
+    let mut total = 0u64;
+    let mut digits = String::new();
+    for character in text.chars() {
+        if character.is_ascii_digit() {
+            digits.push(character);
+            continue;
+        }
+        let unit = match character {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(invalid()),
+        };
+        let value: u64 = digits.parse().map_err(|_| invalid())?;
+        total = value
+            .checked_mul(unit)
+            .and_then(|seconds| total.checked_add(seconds))
+            .ok_or_else(invalid)?;
+        digits.clear();
+    }
+    if !digits.is_empty() || text.is_empty() {
+        return Err(invalid());
+    }
+    Ok(Duration::from_secs(total))
+}
+
+fn non_empty(value: Option<&str>) -> Option<&str> {
+    value.map(str::trim).filter(|value| !value.is_empty())
+}
+
+fn required_path(value: Option<&str>, name: &str) -> Result<PathBuf, ConfigError> {
+    non_empty(value)
+        .map(PathBuf::from)
+        .ok_or_else(|| ConfigError(format!("{name} is required")))
+}
+
+fn number<T>(
+    value: Option<&str>,
+    name: &str,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, ConfigError>
+where
+    T: FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    let Some(text) = non_empty(value) else {
+        return Ok(default);
+    };
+    let invalid = || {
+        ConfigError(format!(
+            "{name}: expected a whole number from {} to {}, got {text:?}",
+            range.start(),
+            range.end()
+        ))
+    };
+    let parsed: T = text.parse().map_err(|_| invalid())?;
+    if !range.contains(&parsed) {
+        return Err(invalid());
+    }
+    Ok(parsed)
+}
+
+/// Creates `BACKUP_DIR` if missing and checks that we may write into it.
+fn prepare_backup_dir(dir: &Path) -> Result<(), ConfigError> {
+    let unwritable =
+        |reason: String| ConfigError(format!("BACKUP_DIR: {} {reason}", dir.display()));
+    if !dir.exists() {
+        std::fs::create_dir_all(dir)
+            .map_err(|error| unwritable(format!("cannot be created: {error}")))?;
+    }
+    if !dir.is_dir() {
+        return Err(unwritable("is not a directory".to_owned()));
+    }
+    let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+        .map_err(|_| unwritable("contains a NUL byte".to_owned()))?;
+    // SAFETY: `path` is a valid C string; access only reads it.
+    let writable = unsafe { libc::access(path.as_ptr(), libc::W_OK | libc::X_OK) } == 0;
+    if !writable {
+        return Err(unwritable(format!(
+            "is not writable: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,214 @@
+//! Bad configuration: exit 2, one clear line naming the variable, nothing created;
+//! a held lock: exit 3, nothing touched. And `--help`.
+
+use std::path::Path;
+
+use crate::support::{backup_cron, text};
+
+/// Runs `once` with `env` (BACKUP_DIR below a fresh temp dir unless overridden)
+/// and checks exit 2, a single stderr line mentioning `expected`, and that the
+/// temp dir is still empty.
+#[track_caller]
+fn check(env: &[(&str, &str)], expected: &str) {
+    let scratch = tempfile::tempdir().unwrap();
+    let backup_dir = scratch.path().join("backups");
+    let mut command = backup_cron();
+    command
+        .arg("once")
+        .env("BACKUP_DIR", &backup_dir)
+        .env("DATABASE_URL", "postgresql://u:pw@db.internal/app");
+    for (name, value) in env {
+        match *value {
+            "<unset>" => command.env_remove(name),
+            value => command.env(
+                name,
+                value.replace("$SCRATCH", &scratch.path().display().to_string()),
+            ),
+        };
+    }
+    let output = command.output().unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(2), "{env:?}: {stdout}{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line: {stderr}");
+    assert!(lines[0].contains(expected), "{env:?}: {stderr}");
+    assert!(
+        !stderr.contains("hunter2"),
+        "no secret in the message: {stderr}"
+    );
+    let created: Vec<_> = std::fs::read_dir(scratch.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let allowed = ["dsn-file", "file"];
+    assert!(
+        created
+            .iter()
+            .all(|name| allowed.contains(&name.to_str().unwrap())),
+        "{env:?} created {created:?}"
+    );
+}
+
+#[test]
+fn missing_backup_dir() {
+    check(&[("BACKUP_DIR", "<unset>")], "BACKUP_DIR is required");
+    check(&[("BACKUP_DIR", "")], "BACKUP_DIR is required");
+}
+
+#[test]
+fn missing_database() {
+    check(
+        &[("DATABASE_URL", "<unset>")],
+        "SESSION_DATABASE_URL, BACKUP_DATABASE_URL, DATABASE_URL",
+    );
+    check(&[("DATABASE_URL", "")], "no database configured");
+}
+
+#[test]
+fn unparsable_dsns_name_the_variable_not_the_value() {
+    check(
+        &[("DATABASE_URL", "postgres://u:hunter2@db:99999/app")],
+        "DATABASE_URL is not a valid",
+    );
+    check(
+        &[("SESSION_DATABASE_URL", "mysql://u:hunter2@db/app")],
+        "SESSION_DATABASE_URL is not a valid",
+    );
+    check(
+        &[(
+            "KC_DB_URL",
+            "jdbc:postgresql://kc/db?password=hunter2&password=x",
+        )],
+        "KC_DB_URL is not a valid",
+    );
+    check(
+        &[("DATABASE_URL", "host=db password='hunter2")],
+        "DATABASE_URL is not a valid",
+    );
+}
+
+#[test]
+fn both_name_and_file() {
+    check(
+        &[("DATABASE_URL_FILE", "/dev/null")],
+        "both DATABASE_URL and DATABASE_URL_FILE are set",
+    );
+}
+
+#[test]
+fn unreadable_secret_file() {
+    check(
+        &[
+            ("DATABASE_URL", "<unset>"),
+            ("BACKUP_DATABASE_URL_FILE", "$SCRATCH/missing"),
+        ],
+        "BACKUP_DATABASE_URL_FILE: cannot read",
+    );
+}
+
+#[test]
+fn invalid_numbers() {
+    check(&[("RETENTION_DAYS", "abc")], "RETENTION_DAYS");
+    check(&[("RETENTION_DAYS", "-1")], "RETENTION_DAYS");
+    check(&[("BACKUP_KEEP_MIN", "1.5")], "BACKUP_KEEP_MIN");
+    check(
+        &[("BACKUP_PG_TIMEOUT_SECONDS", "0")],
+        "BACKUP_PG_TIMEOUT_SECONDS",
+    );
+    check(
+        &[("BACKUP_PG_TIMEOUT_SECONDS", "99999999999999999999999")],
+        "BACKUP_PG_TIMEOUT_SECONDS",
+    );
+    check(
+        &[("BACKUP_COMPRESSION_LEVEL", "0")],
+        "BACKUP_COMPRESSION_LEVEL: expected a whole number from 1 to 9",
+    );
+    check(
+        &[("BACKUP_COMPRESSION_LEVEL", "10")],
+        "BACKUP_COMPRESSION_LEVEL",
+    );
+    check(&[("LOG_FORMAT", "xml")], "LOG_FORMAT");
+}
+
+#[test]
+fn unwritable_backup_dir() {
+    let scratch = tempfile::tempdir().unwrap();
+    std::fs::write(scratch.path().join("file"), b"").unwrap();
+    check(
+        &[(
+            "BACKUP_DIR",
+            &format!("{}/file/backups", scratch.path().display()),
+        )],
+        "BACKUP_DIR",
+    );
+}
+
+#[test]
+fn invalid_schedule_for_run() {
+    let scratch = tempfile::tempdir().unwrap();
+    let output = backup_cron()
+        .arg("run")
+        .env("BACKUP_DIR", scratch.path().join("b"))
+        .env("DATABASE_URL", "postgresql://u@h/db")
+        .env("BACKUP_SCHEDULE", "61 * * * *")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output).1.contains("BACKUP_SCHEDULE"));
+    assert!(!scratch.path().join("b").exists());
+}
+
+#[test]
+fn held_lock_exits_3_and_touches_nothing() {
+    let scratch = tempfile::tempdir().unwrap();
+    let backups = manifest::BackupDir::new(scratch.path());
+    let _held = backups.lock().unwrap();
+    let output = backup_cron()
+        .arg("once")
+        .env("BACKUP_DIR", scratch.path())
+        .env("DATABASE_URL", "postgresql://u@h/db")
+        .env("PG_DUMP", "/nonexistent")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output).1);
+    let entries: Vec<_> = std::fs::read_dir(scratch.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(entries, [".lock"]);
+}
+
+#[test]
+fn once_flag_is_an_alias() {
+    let scratch = tempfile::tempdir().unwrap();
+    let output = backup_cron()
+        .arg("--once")
+        .env("BACKUP_DIR", scratch.path())
+        .env("DATABASE_URL", "postgresql://u@h/db")
+        .env("PG_DUMP", "/nonexistent/pg_dump")
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "a run happened and failed: {}",
+        text(&output).1
+    );
+    assert!(
+        Path::new(&scratch.path()).read_dir().unwrap().count() >= 2,
+        "a stamp dir was created"
+    );
+}
+
+#[test]
+fn help_documents_commands_flags_and_variables() {
+    let help = backup_cron().arg("--help").output().unwrap();
+    assert!(help.status.success());
+    insta::assert_snapshot!("help", text(&help).0);
+    for command in ["once", "run", "verify", "status"] {
+        let help = backup_cron().args([command, "--help"]).output().unwrap();
+        insta::assert_snapshot!(format!("help_{command}"), text(&help).0);
+    }
+    let version = backup_cron().arg("--version").output().unwrap();
+    assert_eq!(text(&version).0.trim(), "backup-cron 0.1.0");
+}

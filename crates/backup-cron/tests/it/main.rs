@@ -1,0 +1,8 @@
+//! End-to-end tests of the `backup-cron` binary, run as a process against the
+//! fixtures cluster with the real `pg_dump` (and fakes for its failure modes).
+
+mod config;
+mod inspect;
+mod once;
+mod signals;
+mod support;
