@@ -212,3 +212,21 @@ fn help_documents_commands_flags_and_variables() {
     let version = backup_cron().arg("--version").output().unwrap();
     assert_eq!(text(&version).0.trim(), "backup-cron 0.1.0");
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let scratch = tempfile::tempdir().unwrap();
+    let output = backup_cron()
+        .arg("once")
+        .env("BACKUP_DIR", scratch.path())
+        .env("DATABASE_URL", "postgresql://u:hunter2@db.internal/app")
+        .env("PG_DUMP", "/nonexistent/pg_dump")
+        .env("LOG_FORMAT", "json")
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1));
+    let lines: Vec<serde_json::Value> = stderr.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    assert!(lines.iter().any(|line| line["code"] == "pg_dump_not_found"), "{stderr}");
+    assert!(!stderr.contains("hunter2"));
+}
