@@ -226,7 +226,13 @@ fn json_logs_are_one_object_per_line() {
         .unwrap();
     let (_, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(1));
-    let lines: Vec<serde_json::Value> = stderr.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
-    assert!(lines.iter().any(|line| line["code"] == "pg_dump_not_found"), "{stderr}");
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert!(
+        lines.iter().any(|line| line["code"] == "pg_dump_not_found"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("hunter2"));
 }
