@@ -248,6 +248,7 @@ fn dump(
         timeout: config.pg_timeout,
         compression_level: config.compression_level,
         cancellation,
+        progress_interval: dump_runner::PROGRESS_INTERVAL,
     })?;
     if !dumped.stderr.is_empty() {
         tracing::warn!(stderr = %dumped.stderr, "pg_dump wrote to stderr");

@@ -55,6 +55,8 @@ pub struct DumpJob<'a> {
     pub compression_level: u32,
     /// Ends the dump early (SIGTERM/SIGINT).
     pub cancellation: &'a Cancellation,
+    /// How often to log progress; [`PROGRESS_INTERVAL`] in production.
+    pub progress_interval: Duration,
 }
 
 /// A successful dump.
@@ -195,7 +197,7 @@ fn run(
     });
 
     let deadline = started + job.timeout;
-    let mut next_progress = started + PROGRESS_INTERVAL;
+    let mut next_progress = started + job.progress_interval;
     let mut kill_at: Option<Instant> = None;
     let mut give_up_at: Option<Instant> = None;
     let mut ending: Option<Ending> = None;
@@ -242,7 +244,7 @@ fn run(
                 }
                 if now >= next_progress {
                     log_progress(progress.load(Ordering::Relaxed), started.elapsed());
-                    next_progress += PROGRESS_INTERVAL;
+                    next_progress += job.progress_interval;
                 }
             }
             Err(RecvTimeoutError::Disconnected) => break,

@@ -30,6 +30,7 @@
 //!     timeout: Duration::from_secs(300),
 //!     compression_level: 6,
 //!     cancellation: &cancellation,
+//!     progress_interval: dump_runner::PROGRESS_INTERVAL,
 //! })?;
 //! println!("{} bytes, sha256 {}", dumped.written.bytes, dumped.written.sha256);
 //! # Ok(())

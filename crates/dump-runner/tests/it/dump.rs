@@ -88,6 +88,7 @@ impl Setup {
             timeout,
             compression_level: 6,
             cancellation: &cancellation,
+            progress_interval: dump_runner::PROGRESS_INTERVAL,
         })
     }
 
@@ -194,6 +195,7 @@ fn hanging_pg_dump_with_a_child_is_killed_at_the_timeout() {
         timeout: Duration::from_secs(1),
         compression_level: 6,
         cancellation: &cancellation,
+        progress_interval: dump_runner::PROGRESS_INTERVAL,
     })
     .unwrap_err();
 
@@ -230,6 +232,7 @@ fn cancellation_ends_the_dump_and_its_group() {
                 timeout: Duration::from_secs(600),
                 compression_level: 6,
                 cancellation: &cancellation,
+                progress_interval: dump_runner::PROGRESS_INTERVAL,
             })
         });
         // Cancel once the fake and its child are running (a condition, not a sleep).
@@ -374,6 +377,7 @@ fn fake_failures_get_their_codes_and_keep_stderr_for_the_log() {
             timeout: Duration::from_secs(60),
             compression_level: 6,
             cancellation: &cancellation,
+            progress_interval: dump_runner::PROGRESS_INTERVAL,
         })
         .unwrap_err();
         assert_eq!(error.code(), expected, "{stderr}");
@@ -405,6 +409,7 @@ fn a_stderr_flood_cannot_block_the_dump() {
         timeout: Duration::from_secs(300),
         compression_level: 6,
         cancellation: &cancellation,
+        progress_interval: dump_runner::PROGRESS_INTERVAL,
     })
     .unwrap();
 
@@ -438,6 +443,7 @@ fn disk_full_gives_disk_full_and_no_partial() {
         timeout: Duration::from_secs(300),
         compression_level: 6,
         cancellation: &cancellation,
+        progress_interval: dump_runner::PROGRESS_INTERVAL,
     })
     .unwrap_err();
 
@@ -453,4 +459,58 @@ fn disk_full_gives_disk_full_and_no_partial() {
             "pid {pid} survived"
         );
     }
+}
+
+/// Collects formatted log lines.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_long_dump_logs_its_progress() {
+    let fake = FakePgDump::writing_slowly(6, Duration::from_millis(200)).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let output = out.path().join("supabase_db.sql.gz");
+    let dsn = Dsn::parse("postgresql://u@h/db").unwrap();
+    let cancellation = Cancellation::new();
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+
+    tracing::subscriber::with_default(subscriber, || {
+        dump(&DumpJob {
+            program: fake.path(),
+            dsn: &dsn,
+            output: &output,
+            timeout: Duration::from_secs(60),
+            compression_level: 6,
+            cancellation: &cancellation,
+            progress_interval: Duration::from_millis(100),
+        })
+        .unwrap();
+    });
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let progress_lines = logs
+        .lines()
+        .filter(|line| line.contains("pg_dump in progress"))
+        .count();
+    assert!(
+        progress_lines >= 2,
+        "progress is logged while the dump runs:\n{logs}"
+    );
+    assert!(logs.contains("mib_per_s"), "{logs}");
 }
