@@ -1,0 +1,126 @@
+//! LISTEN/NOTIFY wake-ups on a dedicated connection that reconnects by itself.
+//!
+//! Notifications only shorten the wait: the worker also polls, so a lost
+//! notification costs at most one poll interval. After every (re)connection the
+//! listener wakes the worker once, because notifications sent while it was
+//! disconnected are gone.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_postgres::{AsyncMessage, Config, NoTls};
+
+use crate::error::Error;
+use crate::queue::quote_identifier;
+
+/// Reconnection backoff bounds.
+const RECONNECT_MIN: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
+
+/// A background task listening on one channel.
+pub struct Listener {
+    wake: Arc<Notify>,
+    connected: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Listener {
+    /// Starts listening on `channel` over its own connection (not from the pool,
+    /// which recycles connections and would drop the LISTEN).
+    pub fn spawn(config: Config, channel: &str) -> Result<Listener, Error> {
+        let listen = format!("listen {}", quote_identifier(channel, "channel")?);
+        let wake = Arc::new(Notify::new());
+        let connected = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(listen_forever(
+            config,
+            listen,
+            Arc::clone(&wake),
+            Arc::clone(&connected),
+        ));
+        Ok(Listener {
+            wake,
+            connected,
+            task,
+        })
+    }
+
+    /// Waits for a notification, at most `timeout`; `true` when woken.
+    pub async fn wait(&self, timeout: Duration) -> bool {
+        tokio::time::timeout(timeout, self.wake.notified())
+            .await
+            .is_ok()
+    }
+
+    /// Whether the LISTEN connection is currently up.
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// A handle that can wake the waiter from elsewhere (a finished job, shutdown).
+    pub fn waker(&self) -> Arc<Notify> {
+        Arc::clone(&self.wake)
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn listen_forever(
+    config: Config,
+    listen: String,
+    wake: Arc<Notify>,
+    connected: Arc<AtomicBool>,
+) {
+    let mut backoff = RECONNECT_MIN;
+    loop {
+        match listen_once(&config, &listen, &wake, &connected).await {
+            Ok(()) => tracing::warn!("LISTEN connection closed; reconnecting"),
+            Err(error) => tracing::warn!(error = %error, "LISTEN connection failed; reconnecting"),
+        }
+        connected.store(false, Ordering::Relaxed);
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(RECONNECT_MAX);
+        if connected.load(Ordering::Relaxed) {
+            backoff = RECONNECT_MIN;
+        }
+    }
+}
+
+async fn listen_once(
+    config: &Config,
+    listen: &str,
+    wake: &Notify,
+    connected: &AtomicBool,
+) -> Result<(), tokio_postgres::Error> {
+    let (client, mut connection) = config.connect(NoTls).await?;
+    let (listening, mut messages) = tokio::sync::mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        loop {
+            match std::future::poll_fn(|context| connection.poll_message(context)).await {
+                Some(Ok(AsyncMessage::Notification(_))) => {
+                    if listening.send(()).is_err() {
+                        return Ok(());
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(error)) => return Err(error),
+                None => return Ok(()),
+            }
+        }
+    });
+    client.batch_execute(listen).await?;
+    connected.store(true, Ordering::Relaxed);
+    tracing::debug!("listening for job notifications");
+    // Anything sent while we were away is lost: look once.
+    wake.notify_one();
+    while messages.recv().await.is_some() {
+        wake.notify_one();
+    }
+    drop(client);
+    driver.await.unwrap_or(Ok(()))
+}

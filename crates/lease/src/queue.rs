@@ -1,0 +1,309 @@
+//! Leasing, heartbeats and fenced writes.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use deadpool_postgres::{ClientWrapper, Pool, Transaction};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::error::Error;
+
+/// Which table holds the jobs. The table must have the columns of
+/// `learning_submission_jobs`: `id uuid`, `payload jsonb`, `status text`,
+/// `retry_count int`, `visible_at`, `lease_key uuid`, `leased_until`,
+/// `error_code text`, `created_at`, `updated_at`, plus a uuid reference column.
+#[derive(Clone, Debug)]
+pub struct QueueConfig {
+    table: String,
+    reference_column: String,
+}
+
+impl QueueConfig {
+    /// `table` may be schema-qualified (`public.learning_submission_jobs`);
+    /// `reference_column` is the uuid column handed back with each job
+    /// (`submission_id`).
+    pub fn new(table: &str, reference_column: &str) -> Result<QueueConfig, Error> {
+        if table.split('.').count() > 2 {
+            return Err(Error::InvalidName {
+                what: "table",
+                name: table.to_owned(),
+            });
+        }
+        let table = table
+            .split('.')
+            .map(|part| quote_identifier(part, "table"))
+            .collect::<Result<Vec<_>, _>>()?
+            .join(".");
+        let reference_column = quote_identifier(reference_column, "column")?;
+        Ok(QueueConfig {
+            table,
+            reference_column,
+        })
+    }
+}
+
+/// Quotes a plain identifier; anything else is rejected rather than escaped.
+pub(crate) fn quote_identifier(name: &str, what: &'static str) -> Result<String, Error> {
+    let mut chars = name.chars();
+    let plain = chars
+        .next()
+        .is_some_and(|first| first.is_ascii_lowercase() || first == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= 63;
+    if !plain {
+        return Err(Error::InvalidName {
+            what,
+            name: name.to_owned(),
+        });
+    }
+    Ok(format!("\"{name}\""))
+}
+
+/// A job this worker holds a lease on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LeasedJob {
+    /// The job's id.
+    pub id: Uuid,
+    /// The fencing key: every write for this job must carry it.
+    pub lease_key: Uuid,
+    /// Transient failures so far.
+    pub retry_count: i32,
+    /// The job's payload as leased.
+    pub payload: Value,
+    /// The reference column's value (the submission).
+    pub reference: Uuid,
+}
+
+/// The queue: a pool and the statements for one table.
+#[derive(Clone)]
+pub struct Queue {
+    pool: Pool,
+    sql: Arc<Statements>,
+}
+
+struct Statements {
+    lease: String,
+    heartbeat: String,
+    fence: String,
+    complete: String,
+    retry: String,
+    fail: String,
+    release: String,
+    merge_payload: String,
+}
+
+impl Statements {
+    fn new(config: &QueueConfig) -> Statements {
+        let QueueConfig {
+            table,
+            reference_column,
+        } = config;
+        let fenced = "where id = $1 and lease_key = $2 and status = 'leased'";
+        Statements {
+            // One statement: pick visible queued jobs or expired leases in order,
+            // skip rows another transaction is leasing, and lease them with fresh keys.
+            lease: format!(
+                "with candidates as ( \
+                   select id from {table} \
+                   where (status = 'queued' and visible_at <= coalesce($2, now())) \
+                      or (status = 'leased' and leased_until <= coalesce($2, now())) \
+                   order by visible_at, created_at \
+                   limit $1 \
+                   for update skip locked) \
+                 update {table} j \
+                    set status = 'leased', lease_key = gen_random_uuid(), \
+                        leased_until = coalesce($2, now()) + $3 * interval '1 second', updated_at = now() \
+                   from candidates c where j.id = c.id \
+                 returning j.id, j.lease_key, j.retry_count, j.payload, j.{reference_column}"
+            ),
+            heartbeat: format!(
+                "update {table} set leased_until = coalesce($2, now()) + $3 * interval '1 second', updated_at = now() \
+                 where lease_key = any($1) and status = 'leased' returning lease_key"
+            ),
+            fence: format!("select 1 from {table} {fenced} for update"),
+            complete: format!("delete from {table} {fenced}"),
+            retry: format!(
+                "update {table} set status = 'queued', lease_key = null, leased_until = null, \
+                        retry_count = retry_count + 1, \
+                        visible_at = coalesce($4, now()) + $3 * interval '1 second', updated_at = now() {fenced}"
+            ),
+            fail: format!(
+                "update {table} set status = 'failed', error_code = $3, lease_key = null, leased_until = null, \
+                        updated_at = now() {fenced}"
+            ),
+            release: format!(
+                "update {table} set status = 'queued', lease_key = null, leased_until = null, \
+                        visible_at = now(), updated_at = now() {fenced}"
+            ),
+            merge_payload: format!(
+                "update {table} set payload = payload || $3, updated_at = now() {fenced}"
+            ),
+        }
+    }
+}
+
+impl Queue {
+    /// A queue on `pool` for the configured table.
+    pub fn new(pool: Pool, config: &QueueConfig) -> Queue {
+        Queue {
+            pool,
+            sql: Arc::new(Statements::new(config)),
+        }
+    }
+
+    /// The pool, for the caller's own reads.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Leases up to `limit` jobs for `lease`, in one statement, by the database clock
+    /// (or `now`, for tests that move time instead of waiting).
+    pub async fn lease(
+        &self,
+        limit: usize,
+        lease: Duration,
+        now: Option<SystemTime>,
+    ) -> Result<Vec<LeasedJob>, Error> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let client = self.pool.get().await?;
+        let statement = client.prepare_cached(&self.sql.lease).await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = client
+            .query(&statement, &[&limit, &now, &lease.as_secs_f64()])
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| LeasedJob {
+                id: row.get(0),
+                lease_key: row.get(1),
+                retry_count: row.get(2),
+                payload: row.get(3),
+                reference: row.get(4),
+            })
+            .collect())
+    }
+
+    /// Extends every lease in `keys` by `lease` in one statement; returns the keys
+    /// still held. A key missing from the result is a lost lease.
+    pub async fn heartbeat(
+        &self,
+        keys: &[Uuid],
+        lease: Duration,
+        now: Option<SystemTime>,
+    ) -> Result<HashSet<Uuid>, Error> {
+        if keys.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let client = self.pool.get().await?;
+        let statement = client.prepare_cached(&self.sql.heartbeat).await?;
+        let rows = client
+            .query(&statement, &[&keys, &now, &lease.as_secs_f64()])
+            .await?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
+    /// Opens a transaction that holds the job's row lock if, and only if, the lease
+    /// is still ours. `None`: the lease is lost and nothing may be written.
+    pub async fn fence<'c>(
+        &self,
+        client: &'c mut ClientWrapper,
+        job: &LeasedJob,
+    ) -> Result<Option<Fence<'c>>, Error> {
+        let transaction = client.transaction().await?;
+        let statement = transaction.prepare_cached(&self.sql.fence).await?;
+        let held = transaction
+            .query_opt(&statement, &[&job.id, &job.lease_key])
+            .await?
+            .is_some();
+        if !held {
+            transaction.rollback().await?;
+            return Ok(None);
+        }
+        Ok(Some(Fence {
+            transaction,
+            job_id: job.id,
+            lease_key: job.lease_key,
+            sql: Arc::clone(&self.sql),
+        }))
+    }
+
+    /// Merges `patch` into the job's payload, fenced; `false` if the lease is lost.
+    pub async fn merge_payload(&self, job: &LeasedJob, patch: &Value) -> Result<bool, Error> {
+        let client = self.pool.get().await?;
+        let statement = client.prepare_cached(&self.sql.merge_payload).await?;
+        Ok(client
+            .execute(&statement, &[&job.id, &job.lease_key, patch])
+            .await?
+            == 1)
+    }
+
+    /// Puts the job back, fenced and in its own transaction; `false` if the lease
+    /// was already lost.
+    pub async fn release(&self, job: &LeasedJob) -> Result<bool, Error> {
+        let client = self.pool.get().await?;
+        let statement = client.prepare_cached(&self.sql.release).await?;
+        Ok(client
+            .execute(&statement, &[&job.id, &job.lease_key])
+            .await?
+            == 1)
+    }
+}
+
+/// A transaction holding the row lock of a job whose lease is ours. The caller adds
+/// its own writes through [`transaction`](Fence::transaction), then ends the job
+/// with one of the consuming methods, which write the job row and commit. Dropping
+/// a fence rolls everything back.
+pub struct Fence<'c> {
+    transaction: Transaction<'c>,
+    job_id: Uuid,
+    lease_key: Uuid,
+    sql: Arc<Statements>,
+}
+
+impl<'c> Fence<'c> {
+    /// The transaction, for the caller's writes that must commit with the job's.
+    pub fn transaction(&self) -> &Transaction<'c> {
+        &self.transaction
+    }
+
+    /// Deletes the job (done) and commits.
+    pub async fn complete(self) -> Result<(), Error> {
+        self.finish(|sql| &sql.complete, &[]).await
+    }
+
+    /// Requeues the job `delay` from now with `retry_count + 1`, and commits.
+    pub async fn retry(self, delay: Duration, now: Option<SystemTime>) -> Result<(), Error> {
+        let delay = delay.as_secs_f64();
+        self.finish(|sql| &sql.retry, &[&delay, &now]).await
+    }
+
+    /// Marks the job failed with `error_code`, and commits.
+    pub async fn fail(self, error_code: &str) -> Result<(), Error> {
+        self.finish(|sql| &sql.fail, &[&error_code]).await
+    }
+
+    /// Puts the job back in the queue, visible now, `retry_count` unchanged; commits.
+    pub async fn release(self) -> Result<(), Error> {
+        self.finish(|sql| &sql.release, &[]).await
+    }
+
+    async fn finish(
+        self,
+        pick: fn(&Statements) -> &String,
+        extra: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<(), Error> {
+        let mut parameters: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            vec![&self.job_id, &self.lease_key];
+        parameters.extend_from_slice(extra);
+        let statement = self.transaction.prepare_cached(pick(&self.sql)).await?;
+        let touched = self.transaction.execute(&statement, &parameters).await?;
+        // The row lock taken by `fence` makes losing the row here impossible.
+        debug_assert_eq!(touched, 1);
+        self.transaction.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,284 @@
+//! Leasing, heartbeats and fenced writes.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use fixtures::TestDb;
+use lease::{Queue, QueueConfig};
+
+use crate::{LEASE, pool, queue, t0};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_leasers_never_share_a_job() {
+    let db = TestDb::new().await.unwrap();
+    let client = db.connect().await.unwrap();
+    let ids = fixtures::job().insert_many(&client, 3000).await.unwrap();
+    let queue = queue(&db, 8);
+
+    let leasers: Vec<_> = (0..8)
+        .map(|_| {
+            let queue = queue.clone();
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let batch = queue.lease(7, LEASE, None).await.unwrap();
+                    if batch.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(batch.into_iter().map(|job| job.id));
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for leaser in leasers {
+        all.extend(leaser.await.unwrap());
+    }
+
+    let distinct: HashSet<_> = all.iter().collect();
+    assert_eq!(distinct.len(), all.len(), "a job was handed to two holders");
+    assert_eq!(distinct.len(), ids.len(), "every job was leased");
+}
+
+#[tokio::test]
+async fn leases_in_visibility_order_and_skips_invisible_jobs() {
+    let db = TestDb::new().await.unwrap();
+    let client = db.connect().await.unwrap();
+    let later = fixtures::job()
+        .visible_in(-10.0)
+        .insert(&client)
+        .await
+        .unwrap();
+    let first = fixtures::job()
+        .visible_in(-20.0)
+        .insert(&client)
+        .await
+        .unwrap();
+    fixtures::job()
+        .visible_in(3600.0)
+        .insert(&client)
+        .await
+        .unwrap();
+    fixtures::job().leased(60.0).insert(&client).await.unwrap();
+    let queue = queue(&db, 2);
+
+    let leased = queue.lease(10, LEASE, None).await.unwrap();
+
+    let ids: Vec<_> = leased.iter().map(|job| job.id).collect();
+    assert_eq!(ids, [first.id, later.id]);
+    assert_eq!(leased[0].reference, first.submission.id);
+    assert_eq!(leased[0].payload, first.payload);
+    assert_ne!(leased[0].lease_key, leased[1].lease_key);
+}
+
+#[tokio::test]
+async fn heartbeat_extends_held_leases_and_reports_lost_ones() {
+    let db = TestDb::new().await.unwrap();
+    let client = db.connect().await.unwrap();
+    fixtures::job().insert_many(&client, 3).await.unwrap();
+    let queue = queue(&db, 2);
+    let now = t0();
+    let leased = queue.lease(3, LEASE, Some(now)).await.unwrap();
+    let keys: Vec<_> = leased.iter().map(|job| job.lease_key).collect();
+
+    // Just before expiry, a heartbeat keeps all three.
+    let later = now + LEASE - Duration::from_secs(1);
+    assert_eq!(
+        queue
+            .heartbeat(&keys, LEASE, Some(later))
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    // Nobody can take them at the old expiry.
+    assert!(
+        queue
+            .lease(3, LEASE, Some(now + LEASE))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // After the extended lease runs out, another holder takes one; its old key is lost.
+    let stolen = queue.lease(1, LEASE, Some(later + LEASE)).await.unwrap();
+    assert_eq!(stolen.len(), 1);
+    let held = queue
+        .heartbeat(&keys, LEASE, Some(later + LEASE))
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 2);
+    let lost = leased.iter().find(|job| job.id == stolen[0].id).unwrap();
+    assert!(!held.contains(&lost.lease_key));
+}
+
+#[tokio::test]
+async fn old_holder_cannot_write_after_takeover() {
+    let db = TestDb::new().await.unwrap();
+    let client = db.connect().await.unwrap();
+    fixtures::job().insert(&client).await.unwrap();
+    let queue = queue(&db, 2);
+    let old = queue.lease(1, LEASE, Some(t0())).await.unwrap().remove(0);
+    let new = queue
+        .lease(1, LEASE, Some(t0() + LEASE))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(old.id, new.id);
+
+    let mut connection = queue.pool().get().await.unwrap();
+    assert!(
+        queue.fence(&mut connection, &old).await.unwrap().is_none(),
+        "old key is fenced out"
+    );
+    assert!(
+        !queue
+            .merge_payload(&old, &serde_json::json!({"x": 1}))
+            .await
+            .unwrap()
+    );
+    assert!(!queue.release(&old).await.unwrap());
+    let fence = queue
+        .fence(&mut connection, &new)
+        .await
+        .unwrap()
+        .expect("new holder passes the fence");
+    fence.complete().await.unwrap();
+
+    let left: i64 = client
+        .query_one("select count(*) from learning_submission_jobs", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+}
+
+#[tokio::test]
+async fn retry_requeues_with_backoff_and_fail_marks_failed() {
+    let db = TestDb::new().await.unwrap();
+    let client = db.connect().await.unwrap();
+    let retried = fixtures::job().insert(&client).await.unwrap();
+    let queue = queue(&db, 2);
+    let job = queue.lease(1, LEASE, Some(t0())).await.unwrap().remove(0);
+    let mut connection = queue.pool().get().await.unwrap();
+
+    let fence = queue.fence(&mut connection, &job).await.unwrap().unwrap();
+    fence
+        .retry(Duration::from_secs(20), Some(t0()))
+        .await
+        .unwrap();
+
+    let row = client
+        .query_one(
+            "select status, retry_count, lease_key is null, visible_at = $2 from learning_submission_jobs where id = $1",
+            &[&retried.id, &(t0() + Duration::from_secs(20))],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "queued");
+    assert_eq!(row.get::<_, i32>(1), 1);
+    assert!(row.get::<_, bool>(2));
+    assert!(row.get::<_, bool>(3), "visible 20 s later");
+    assert!(
+        queue
+            .lease(1, LEASE, Some(t0() + Duration::from_secs(19)))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let again = queue
+        .lease(1, LEASE, Some(t0() + Duration::from_secs(20)))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(again.retry_count, 1);
+
+    let fence = queue.fence(&mut connection, &again).await.unwrap().unwrap();
+    fence.fail("vision_failed").await.unwrap();
+    let row = client
+        .query_one(
+            "select status, error_code from learning_submission_jobs where id = $1",
+            &[&retried.id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, String>(1)),
+        ("failed".to_owned(), "vision_failed".to_owned())
+    );
+    assert!(
+        queue
+            .lease(1, LEASE, Some(t0() + Duration::from_secs(3600)))
+            .await
+            .unwrap()
+            .is_empty(),
+        "failed jobs stay"
+    );
+}
+
+#[tokio::test]
+async fn release_keeps_retry_count_and_is_visible_now() {
+    let db = TestDb::new().await.unwrap();
+    let client = db.connect().await.unwrap();
+    fixtures::job()
+        .retry_count(2)
+        .insert(&client)
+        .await
+        .unwrap();
+    let queue = queue(&db, 2);
+    let job = queue.lease(1, LEASE, None).await.unwrap().remove(0);
+
+    assert!(queue.release(&job).await.unwrap());
+
+    let again = queue.lease(1, LEASE, None).await.unwrap().remove(0);
+    assert_eq!((again.id, again.retry_count), (job.id, 2));
+}
+
+#[tokio::test]
+async fn works_on_another_table_in_another_schema() {
+    let db = TestDb::new().await.unwrap();
+    let client = db.connect().await.unwrap();
+    fixtures::job().insert_many(&client, 5).await.unwrap();
+    client
+        .batch_execute(
+            "create schema elsewhere; \
+             create table elsewhere.work_items as select * from learning_submission_jobs; \
+             delete from learning_submission_jobs;",
+        )
+        .await
+        .unwrap();
+    let config = QueueConfig::new("elsewhere.work_items", "submission_id").unwrap();
+    let queue = Queue::new(pool(&db, 2), &config);
+
+    let leased = queue.lease(10, LEASE, None).await.unwrap();
+
+    assert_eq!(leased.len(), 5);
+    let mut connection = queue.pool().get().await.unwrap();
+    queue
+        .fence(&mut connection, &leased[0])
+        .await
+        .unwrap()
+        .unwrap()
+        .complete()
+        .await
+        .unwrap();
+    let left: i64 = client
+        .query_one("select count(*) from elsewhere.work_items", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 4);
+}
+
+#[test]
+fn names_must_be_plain_identifiers() {
+    for (table, column) in [
+        ("jobs; drop table x", "submission_id"),
+        ("public.Jobs", "submission_id"),
+        ("a.b.c", "submission_id"),
+        ("jobs", "submission_id\""),
+        ("", "submission_id"),
+    ] {
+        assert!(QueueConfig::new(table, column).is_err(), "{table} {column}");
+    }
+    assert!(QueueConfig::new("public.learning_submission_jobs", "submission_id").is_ok());
+}
