@@ -226,6 +226,55 @@ impl Dsn {
     }
 }
 
+#[cfg(feature = "tokio-postgres")]
+impl Dsn {
+    /// Connection settings for a tokio-postgres client, password included (it stays
+    /// inside the client's memory). Parameters tokio-postgres has no setting for are
+    /// left out; `sslmode` other than `disable`/`prefer` is refused, since the
+    /// worker connects without TLS.
+    pub fn to_tokio_postgres(&self) -> Result<tokio_postgres::Config, ParseError> {
+        let mut config = tokio_postgres::Config::new();
+        if let Some(host) = &self.host {
+            if host.starts_with('/') {
+                config.host_path(host);
+            } else {
+                config.host(host);
+            }
+        }
+        if let Some(port) = self.port {
+            config.port(port);
+        }
+        if let Some(user) = &self.user {
+            config.user(user);
+        }
+        if let Some(password) = &self.password {
+            config.password(password.expose());
+        }
+        if let Some(dbname) = &self.dbname {
+            config.dbname(dbname);
+        }
+        for (parameter, value) in &self.parameters {
+            match parameter.name {
+                "application_name" => {
+                    config.application_name(value);
+                }
+                "options" => {
+                    config.options(value);
+                }
+                "connect_timeout" => {
+                    let seconds = value
+                        .parse()
+                        .map_err(|_| ParseError::unsupported("connect_timeout"))?;
+                    config.connect_timeout(std::time::Duration::from_secs(seconds));
+                }
+                "sslmode" if value == "disable" || value == "prefer" => {}
+                name => return Err(ParseError::unsupported(name)),
+            }
+        }
+        Ok(config)
+    }
+}
+
 impl std::fmt::Display for Dsn {
     /// A `postgresql://` URL with the password replaced by `***`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

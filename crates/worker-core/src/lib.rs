@@ -1,29 +1,82 @@
 //! The learning worker's core: everything the `learning-worker` binary does between
 //! "a job was leased" and "its result was written".
 //!
-//! Today this crate holds the database contract the worker relies on ([`schema`]):
-//! the tables, the row-level-security policy, the notify trigger, the three
-//! `SECURITY DEFINER` helpers through which the worker changes a submission, and the
-//! least-privilege `gustav_worker` role. The pipeline (adapters, OCR cache, retry
-//! policy, concurrency) builds on these objects.
+//! - [`schema`]: the database contract (tables, row-level security, the notify
+//!   trigger, the three `SECURITY DEFINER` helpers, the `gustav_worker` role).
+//! - [`adapter`]: the vision (OCR) and feedback steps as traits with
+//!   transient/permanent errors; [`stub`] is the deterministic backend.
+//! - [`pipeline`]: one job's life, step by step, every write fenced by its lease.
+//! - [`worker`]: the loop — concurrency, heartbeats, wake-ups, shutdown, drain.
+//! - [`metrics`]: counters for `/metrics`.
+//!
+//! # The lease lifecycle, from the worker's side
+//!
+//! 1. The loop leases as many jobs as it has free slots (one statement,
+//!    `FOR UPDATE SKIP LOCKED`, by the database clock). Each job gets a fresh
+//!    `lease_key`.
+//! 2. While jobs run, one heartbeat statement every `lease / 3` extends all their
+//!    leases. A key missing from the answer means the lease was lost: the job's task
+//!    is cancelled and writes nothing.
+//! 3. Every write carries the key. The final write — result plus job deletion — is one
+//!    transaction that first locks the job row *by id and key*; if the key no longer
+//!    matches, nothing is written.
+//! 4. A crashed worker stops heartbeating; after `leased_until` another worker may
+//!    lease the job with a new key, and the old key can no longer write.
+//!
+//! # The concurrency model
+//!
+//! One tokio task per job, at most `WORKER_CONCURRENCY` at once. No database
+//! transaction stays open while a model runs: the pipeline reads in one short
+//! transaction, calls the adapters with no connection held, and writes in another.
+//! So a slow model never holds row locks or pool connections, and a pool of a few
+//! connections serves many concurrent jobs.
+//!
+//! # OCR reuse
+//!
+//! Vision is the expensive step, so its result is cached in the job's own payload
+//! (`cached_text_md`, `cached_raw_metadata`) the moment it exists (a fenced update).
+//! If feedback then fails transiently, or the worker crashes, the next attempt finds
+//! the cache and goes straight to feedback: a retry never pays for OCR twice. Text
+//! submissions skip vision entirely; the student's own text is used verbatim.
+//!
+//! ```text
+//!   attempt 1: vision ✓ ─► cache in payload ─► feedback ✗ (transient) ─► retry later
+//!   attempt 2: cache hit ───────────────────► feedback ✓ ─► completed
+//! ```
 //!
 //! # Example
 //!
 //! ```no_run
-//! # async fn example(client: &mut tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
-//! // Create (or confirm) every object the worker needs; running it again changes nothing.
-//! worker_core::schema::apply(client).await?;
+//! # async fn example(pool: deadpool_postgres::Pool, listen: tokio_postgres::Config) -> Result<(), lease::Error> {
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use worker_core::{pipeline::Pipeline, stub::StubAdapter, worker};
+//!
+//! let stub = Arc::new(StubAdapter { delay: Duration::ZERO, failures: vec![], call_log: None });
+//! let config = lease::QueueConfig::new("public.learning_submission_jobs", "submission_id")?;
+//! let pipeline = Arc::new(Pipeline {
+//!     queue: lease::Queue::new(pool, &config),
+//!     vision: stub.clone(),
+//!     feedback: stub,
+//!     max_retries: 3,
+//!     backoff: Duration::from_secs(10),
+//! });
+//! let settings = worker::WorkerConfig {
+//!     concurrency: 4,
+//!     lease: Duration::from_secs(45),
+//!     poll_interval: Duration::from_millis(500),
+//!     shutdown_grace: Duration::from_secs(30),
+//!     channel: "learning_submission_jobs".to_owned(),
+//! };
+//! let shutdown = tokio_util::sync::CancellationToken::new();
+//! worker::run(pipeline, settings, listen, Arc::default(), worker::Mode::Drain, shutdown).await?;
 //! # Ok(())
 //! # }
 //! ```
-//!
-//! # Why the helpers are `SECURITY DEFINER`
-//!
-//! The worker's role may read submissions (and only the current student's, through
-//! row-level security keyed on `app.current_sub`) but may not update them. Every state
-//! change goes through a function that checks the submission is in a state it may
-//! leave (`pending` or `extracted`) and raises otherwise. That check, inside the
-//! database, is what makes "a result is written at most once" hold even when two
-//! workers race: the second call fails instead of overwriting the first.
 
+pub mod adapter;
+pub mod metrics;
+pub mod pipeline;
 pub mod schema;
+pub mod stub;
+pub mod worker;

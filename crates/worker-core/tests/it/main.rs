@@ -1,3 +1,6 @@
 //! Integration tests of `worker-core` against a real PostgreSQL (the fixtures cluster).
 
+mod harness;
+mod pipeline;
 mod schema;
+mod worker;

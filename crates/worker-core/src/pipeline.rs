@@ -1,0 +1,431 @@
+//! One job, from "leased" to "written": the steps of `learning-worker.md`,
+//! "A job's life".
+//!
+//! Database work happens in short transactions *between* the slow adapter calls;
+//! no transaction is open while a model thinks. Every write goes through the lease
+//! fence, so a job whose lease was lost writes nothing.
+//!
+//! ```text
+//!   read submission (RLS: app.current_sub = student) ──missing / already handled──► delete job
+//!        │
+//!        ▼
+//!   text? ──yes──► student's text ─────────────────────────────┐
+//!        │ no                                                  │
+//!        ▼                                                     ▼
+//!   payload.cached_text_md? ──yes──► cached OCR ──────────► feedback ──► fenced:
+//!        │ no                                                  ▲        update_completed
+//!        ▼                                                     │        + delete job
+//!   vision ──► fenced: cache text in job payload ──────────────┘
+//!
+//!   transient error, retries left ──► fenced: mark_retry + requeue with backoff
+//!   permanent / retries exhausted ──► fenced: update_failed + job failed
+//!   lease lost ──► stop, write nothing        shutdown ──► fenced release
+//! ```
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use lease::{LeasedJob, Queue};
+use serde_json::{Value, json};
+use tokio_postgres::error::SqlState;
+use tokio_util::sync::CancellationToken;
+
+use crate::adapter::{
+    AdapterError, ErrorClass, FeedbackAdapter, FeedbackInput, JobContext, VisionAdapter,
+    VisionInput,
+};
+use crate::stub::Phase;
+
+/// How one job ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Result written, job deleted.
+    Completed,
+    /// Submission and job marked failed with this code.
+    Failed(&'static str),
+    /// Requeued with backoff after a transient error in this phase.
+    Retried(Phase),
+    /// Submission missing or already handled: job deleted.
+    Skipped,
+    /// The lease was lost: nothing was written.
+    LeaseLost,
+    /// Given back to the queue (shutdown or an unexpected error).
+    Released,
+    /// The payload is unusable: job marked failed (`invalid_payload`).
+    InvalidPayload,
+}
+
+/// Cancels a job and says why.
+#[derive(Default)]
+pub struct JobControl {
+    /// Fires on lease loss or shutdown.
+    pub cancel: CancellationToken,
+    lease_lost: AtomicBool,
+}
+
+impl JobControl {
+    /// The lease is gone: stop and write nothing.
+    pub fn lose_lease(&self) {
+        self.lease_lost.store(true, Ordering::SeqCst);
+        self.cancel.cancel();
+    }
+
+    /// Whether [`lose_lease`](Self::lose_lease) was called.
+    pub fn lease_lost(&self) -> bool {
+        self.lease_lost.load(Ordering::SeqCst)
+    }
+}
+
+/// What the pipeline needs besides the job.
+pub struct Pipeline {
+    /// The queue (and its pool).
+    pub queue: Queue,
+    /// OCR.
+    pub vision: Arc<dyn VisionAdapter>,
+    /// Feedback.
+    pub feedback: Arc<dyn FeedbackAdapter>,
+    /// `WORKER_MAX_RETRIES`.
+    pub max_retries: i32,
+    /// `WORKER_BACKOFF_SECONDS`.
+    pub backoff: Duration,
+}
+
+/// The submission and task as the worker reads them.
+struct Submission {
+    kind: String,
+    text_body: Option<String>,
+    storage_key: Option<String>,
+    mime_type: Option<String>,
+    size_bytes: Option<i32>,
+    sha256: Option<String>,
+    analysis_status: String,
+    internal_metadata: Option<Value>,
+    instruction_md: Option<String>,
+    criteria: Option<Value>,
+}
+
+enum Transition {
+    Delete,
+    Fail(&'static str),
+}
+
+enum Failure {
+    Adapter(Phase, AdapterError),
+    Cancelled,
+    Database(lease::Error),
+}
+
+impl From<lease::Error> for Failure {
+    fn from(error: lease::Error) -> Failure {
+        Failure::Database(error)
+    }
+}
+
+impl From<tokio_postgres::Error> for Failure {
+    fn from(error: tokio_postgres::Error) -> Failure {
+        Failure::Database(lease::Error::Postgres(error))
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for Failure {
+    fn from(error: deadpool_postgres::PoolError) -> Failure {
+        Failure::Database(lease::Error::Pool(error))
+    }
+}
+
+impl Pipeline {
+    /// Processes one leased job to its end. Never panics on bad data and never
+    /// returns an error: every failure becomes an [`Outcome`].
+    pub async fn process(&self, job: &LeasedJob, control: &JobControl) -> Outcome {
+        let result = self.try_process(job, control).await;
+        let failure = match result {
+            Ok(outcome) => return outcome,
+            Err(failure) => failure,
+        };
+        if control.lease_lost() {
+            return Outcome::LeaseLost;
+        }
+        match failure {
+            Failure::Adapter(phase, error) => {
+                match self.record_adapter_failure(job, phase, &error).await {
+                    Ok(outcome) => outcome,
+                    Err(error) => self.release_after(job, &error).await,
+                }
+            }
+            Failure::Cancelled => match self.queue.release(job).await {
+                Ok(true) => Outcome::Released,
+                Ok(false) => Outcome::LeaseLost,
+                Err(error) => {
+                    tracing::warn!(job_id = %job.id, error = %error, "cannot release the job; its lease will expire");
+                    Outcome::Released
+                }
+            },
+            Failure::Database(error) => self.release_after(job, &error).await,
+        }
+    }
+
+    async fn try_process(&self, job: &LeasedJob, control: &JobControl) -> Result<Outcome, Failure> {
+        let Some(student_sub) = job
+            .payload
+            .get("student_sub")
+            .and_then(Value::as_str)
+            .filter(|sub| !sub.is_empty())
+        else {
+            tracing::error!(job_id = %job.id, "job payload has no student_sub; marking the job failed");
+            return self
+                .finish(
+                    job,
+                    Transition::Fail("invalid_payload"),
+                    Outcome::InvalidPayload,
+                )
+                .await;
+        };
+        let Some(submission) = self.read_submission(job, student_sub).await? else {
+            tracing::info!(job_id = %job.id, submission_id = %job.reference, "submission missing or not visible; removing the job");
+            return self.finish(job, Transition::Delete, Outcome::Skipped).await;
+        };
+        if submission.analysis_status != "pending" && submission.analysis_status != "extracted" {
+            tracing::info!(job_id = %job.id, submission_id = %job.reference, status = %submission.analysis_status, "submission already handled; removing the job");
+            return self.finish(job, Transition::Delete, Outcome::Skipped).await;
+        }
+        let context = JobContext {
+            job_id: job.id,
+            submission_id: job.reference,
+            retry_count: job.retry_count,
+        };
+        let cached = job.payload.get("cached_text_md").and_then(Value::as_str);
+        let text_md = if submission.kind == "text" {
+            submission.text_body.clone().unwrap_or_default()
+        } else if let Some(cached) = cached {
+            tracing::debug!(job_id = %job.id, "using cached OCR; vision skipped");
+            cached.to_owned()
+        } else {
+            let input = VisionInput {
+                job: context.clone(),
+                kind: submission.kind.clone(),
+                storage_key: submission.storage_key.clone(),
+                mime_type: submission.mime_type.clone(),
+                size_bytes: submission.size_bytes,
+                sha256: submission.sha256.clone(),
+                internal_metadata: submission.internal_metadata.clone(),
+            };
+            let started = std::time::Instant::now();
+            let output = cancellable(control, self.vision.extract(&input, &control.cancel))
+                .await?
+                .map_err(|error| Failure::Adapter(Phase::Vision, error))?;
+            tracing::info!(job_id = %job.id, submission_id = %job.reference, phase = "vision", duration_ms = started.elapsed().as_millis() as u64, "vision done");
+            let patch = json!({"cached_text_md": output.text_md, "cached_raw_metadata": output.raw_metadata});
+            if !self.queue.merge_payload(job, &patch).await? {
+                return Ok(Outcome::LeaseLost);
+            }
+            output.text_md
+        };
+        let input = FeedbackInput {
+            job: context,
+            text_md: text_md.clone(),
+            criteria: job
+                .payload
+                .get("criteria")
+                .cloned()
+                .or(submission.criteria)
+                .unwrap_or(Value::Null),
+            instruction_md: job
+                .payload
+                .get("instruction_md")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .or(submission.instruction_md),
+            hints_md: job
+                .payload
+                .get("hints_md")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        };
+        let started = std::time::Instant::now();
+        let output = cancellable(control, self.feedback.feedback(&input, &control.cancel))
+            .await?
+            .map_err(|error| Failure::Adapter(Phase::Feedback, error))?;
+        tracing::info!(job_id = %job.id, submission_id = %job.reference, phase = "feedback", duration_ms = started.elapsed().as_millis() as u64, "feedback done");
+        self.complete(job, &text_md, &output.feedback_md, &output.analysis_json)
+            .await
+    }
+
+    async fn read_submission(
+        &self,
+        job: &LeasedJob,
+        student_sub: &str,
+    ) -> Result<Option<Submission>, Failure> {
+        let mut client = self.queue.pool().get().await?;
+        let transaction = client.transaction().await?;
+        transaction
+            .execute(
+                "select set_config('app.current_sub', $1, true)",
+                &[&student_sub],
+            )
+            .await?;
+        let row = transaction
+            .query_opt(
+                "select s.kind, s.text_body, s.storage_key, s.mime_type, s.size_bytes, s.sha256, \
+                        s.analysis_status, s.internal_metadata, t.instruction_md, t.criteria \
+                 from learning_submissions s left join unit_tasks t on t.id = s.task_id \
+                 where s.id = $1",
+                &[&job.reference],
+            )
+            .await?;
+        transaction.commit().await?;
+        Ok(row.map(|row| Submission {
+            kind: row.get(0),
+            text_body: row.get(1),
+            storage_key: row.get(2),
+            mime_type: row.get(3),
+            size_bytes: row.get(4),
+            sha256: row.get(5),
+            analysis_status: row.get(6),
+            internal_metadata: row.get(7),
+            instruction_md: row.get(8),
+            criteria: row.get(9),
+        }))
+    }
+
+    /// Writes the result and deletes the job in one fenced transaction. If the
+    /// submission was completed meanwhile (the helper raises), the job is removed.
+    async fn complete(
+        &self,
+        job: &LeasedJob,
+        text: &str,
+        feedback_md: &str,
+        analysis: &Value,
+    ) -> Result<Outcome, Failure> {
+        let mut client = self.queue.pool().get().await?;
+        let Some(fence) = self.queue.fence(&mut client, job).await? else {
+            return Ok(Outcome::LeaseLost);
+        };
+        let written = fence
+            .transaction()
+            .execute(
+                "select learning_worker_update_completed($1, $2, $3, $4)",
+                &[&job.reference, &text, &feedback_md, analysis],
+            )
+            .await;
+        match written {
+            Ok(_) => {
+                fence.complete().await?;
+                Ok(Outcome::Completed)
+            }
+            Err(error) if error.code() == Some(&SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE) => {
+                drop(fence);
+                tracing::info!(job_id = %job.id, "submission was handled meanwhile; removing the job");
+                self.finish(job, Transition::Delete, Outcome::Skipped).await
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    async fn record_adapter_failure(
+        &self,
+        job: &LeasedJob,
+        phase: Phase,
+        error: &AdapterError,
+    ) -> Result<Outcome, lease::Error> {
+        let retry = error.class == ErrorClass::Transient && job.retry_count < self.max_retries;
+        tracing::warn!(job_id = %job.id, submission_id = %job.reference, phase = phase.as_str(), class = ?error.class, error = %error.message, retry, "adapter failed");
+        let mut client = self.queue.pool().get().await?;
+        let Some(fence) = self.queue.fence(&mut client, job).await? else {
+            return Ok(Outcome::LeaseLost);
+        };
+        if retry {
+            fence
+                .transaction()
+                .execute(
+                    "select learning_worker_mark_retry($1, $2, $3, now())",
+                    &[&job.reference, &phase.as_str(), &error.message],
+                )
+                .await?;
+            fence
+                .retry(
+                    retry_delay(self.backoff, job.retry_count, random_fraction()),
+                    None,
+                )
+                .await?;
+            return Ok(Outcome::Retried(phase));
+        }
+        let code = match phase {
+            Phase::Vision => "vision_failed",
+            Phase::Feedback => "feedback_failed",
+        };
+        fence
+            .transaction()
+            .execute(
+                "select learning_worker_update_failed($1, $2, $3)",
+                &[&job.reference, &code, &error.message],
+            )
+            .await?;
+        fence.fail(code).await?;
+        Ok(Outcome::Failed(code))
+    }
+
+    /// Ends the job (delete, or mark failed) in a fenced transaction of its own.
+    async fn finish(
+        &self,
+        job: &LeasedJob,
+        transition: Transition,
+        outcome: Outcome,
+    ) -> Result<Outcome, Failure> {
+        let mut client = self.queue.pool().get().await?;
+        let Some(fence) = self.queue.fence(&mut client, job).await? else {
+            return Ok(Outcome::LeaseLost);
+        };
+        match transition {
+            Transition::Delete => fence.complete().await?,
+            Transition::Fail(code) => fence.fail(code).await?,
+        }
+        Ok(outcome)
+    }
+
+    /// Returns the job to the queue after an unexpected (database) error. The
+    /// database may be restarting, so the release is tried a few times; if it never
+    /// goes through, the lease simply expires and the job is leased again.
+    async fn release_after(&self, job: &LeasedJob, error: &lease::Error) -> Outcome {
+        tracing::error!(job_id = %job.id, error = %error, "unexpected error; returning the job to the queue");
+        let mut pause = Duration::from_millis(250);
+        for _ in 0..4 {
+            match self.queue.release(job).await {
+                Ok(true) => return Outcome::Released,
+                Ok(false) => return Outcome::LeaseLost,
+                Err(error) => {
+                    tracing::warn!(job_id = %job.id, error = %error, "release failed; retrying")
+                }
+            }
+            tokio::time::sleep(pause).await;
+            pause *= 2;
+        }
+        Outcome::Released
+    }
+}
+
+/// Runs an adapter future unless the job is cancelled first.
+async fn cancellable<T>(
+    control: &JobControl,
+    future: impl Future<Output = T>,
+) -> Result<T, Failure> {
+    tokio::select! {
+        output = future => {
+            if control.cancel.is_cancelled() { Err(Failure::Cancelled) } else { Ok(output) }
+        }
+        () = control.cancel.cancelled() => Err(Failure::Cancelled),
+    }
+}
+
+/// `backoff × 2^retry_count`, plus `jitter` (0.0–1.0) × 10 %.
+pub fn retry_delay(backoff: Duration, retry_count: i32, jitter: f64) -> Duration {
+    let exponent = u32::try_from(retry_count.clamp(0, 20)).unwrap_or(0);
+    let base = backoff.saturating_mul(2u32.saturating_pow(exponent));
+    base + base.mul_f64(0.1 * jitter.clamp(0.0, 1.0))
+}
+
+fn random_fraction() -> f64 {
+    let mut bytes = [0u8; 4];
+    let _ = getrandom::fill(&mut bytes);
+    f64::from(u32::from_le_bytes(bytes)) / f64::from(u32::MAX)
+}

@@ -1,0 +1,279 @@
+//! The worker loop: how many jobs run at once, how leases stay alive, and how the
+//! worker stops.
+//!
+//! # Concurrency model
+//!
+//! One tokio task per job, at most `concurrency` of them (a `JoinSet`). The main
+//! loop leases exactly as many jobs as there are free slots, in one statement, then
+//! sleeps until a job finishes, a notification arrives, or the poll interval passes.
+//! A separate heartbeat task extends *all* held leases with one statement every
+//! `lease / 3`. A job whose key is missing from the heartbeat's answer lost its lease
+//! (it expired during a database outage and someone else took it): its task is
+//! cancelled and writes nothing. A job whose lease may have expired by our own clock
+//! (heartbeats failing for a whole lease period) is cancelled the same way, so a
+//! worker never keeps working past its lease.
+//!
+//! # Shutdown
+//!
+//! On shutdown the loop stops leasing; running jobs may finish within the grace
+//! period while heartbeats continue; then the rest are cancelled and return their
+//! jobs to the queue (fenced release, `retry_count` unchanged).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lease::{LeasedJob, Listener, Queue};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::metrics::Metrics;
+use crate::pipeline::{JobControl, Outcome, Pipeline};
+
+/// Whether the worker runs forever or stops when the queue is empty.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Long-running.
+    Run,
+    /// Until no job is visible and none is running.
+    Drain,
+}
+
+/// The worker's settings, validated by the binary.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Jobs at once.
+    pub concurrency: usize,
+    /// Lease length; heartbeats every third of it.
+    pub lease: Duration,
+    /// Fallback poll when no notification arrives.
+    pub poll_interval: Duration,
+    /// How long running jobs may finish after shutdown starts.
+    pub shutdown_grace: Duration,
+    /// The channel the insert trigger notifies.
+    pub channel: String,
+}
+
+struct InFlight {
+    lease_key: Uuid,
+    control: Arc<JobControl>,
+    valid_until: Instant,
+}
+
+type InFlightJobs = Arc<Mutex<HashMap<Uuid, InFlight>>>;
+
+/// Runs the worker until `shutdown` fires (or, in drain mode, the queue is empty).
+pub async fn run(
+    pipeline: Arc<Pipeline>,
+    config: WorkerConfig,
+    listener_config: tokio_postgres::Config,
+    metrics: Arc<Metrics>,
+    mode: Mode,
+    shutdown: CancellationToken,
+) -> Result<(), lease::Error> {
+    let worker_id = Uuid::from_bytes(random_bytes());
+    tracing::info!(worker_id = %worker_id, concurrency = config.concurrency, mode = ?mode, "worker started");
+    let listener = Listener::spawn(listener_config, &config.channel)?;
+    let inflight: InFlightJobs = Arc::default();
+    let heartbeats = tokio::spawn(heartbeat_loop(
+        pipeline.queue.clone(),
+        config.lease,
+        Arc::clone(&inflight),
+        Arc::clone(&metrics),
+    ));
+    let mut tasks: JoinSet<(Uuid, Outcome, Duration)> = JoinSet::new();
+    let mut database_backoff = Duration::from_millis(100);
+
+    loop {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        let free = config.concurrency.saturating_sub(tasks.len());
+        let mut leased_none = false;
+        if free > 0 {
+            match pipeline.queue.lease(free, config.lease, None).await {
+                Ok(jobs) => {
+                    database_backoff = Duration::from_millis(100);
+                    leased_none = jobs.is_empty();
+                    for job in jobs {
+                        start_job(
+                            &mut tasks,
+                            &pipeline,
+                            &inflight,
+                            &metrics,
+                            job,
+                            config.lease,
+                        );
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, retry_in_ms = database_backoff.as_millis() as u64, "cannot lease jobs; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(database_backoff) => {}
+                        () = shutdown.cancelled() => {}
+                    }
+                    database_backoff = (database_backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            }
+        }
+        if mode == Mode::Drain && leased_none && tasks.is_empty() {
+            tracing::info!("queue drained");
+            break;
+        }
+        let has_free_slot = tasks.len() < config.concurrency;
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => record(joined, &inflight, &metrics),
+            _ = listener.wait(config.poll_interval), if has_free_slot && (mode == Mode::Run || leased_none) => {}
+        }
+    }
+
+    if !tasks.is_empty() {
+        tracing::info!(
+            running = tasks.len(),
+            grace_s = config.shutdown_grace.as_secs(),
+            "letting running jobs finish"
+        );
+        let deadline = tokio::time::Instant::now() + config.shutdown_grace;
+        loop {
+            tokio::select! {
+                joined = tasks.join_next() => match joined {
+                    Some(joined) => record(joined, &inflight, &metrics),
+                    None => break,
+                },
+                () = tokio::time::sleep_until(deadline) => {
+                    tracing::warn!(running = tasks.len(), "grace period over; returning unfinished jobs to the queue");
+                    for job in inflight.lock().expect("inflight lock").values() {
+                        job.control.cancel.cancel();
+                    }
+                    while let Some(joined) = tasks.join_next().await {
+                        record(joined, &inflight, &metrics);
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    heartbeats.abort();
+    tracing::info!(worker_id = %worker_id, "worker stopped");
+    Ok(())
+}
+
+fn start_job(
+    tasks: &mut JoinSet<(Uuid, Outcome, Duration)>,
+    pipeline: &Arc<Pipeline>,
+    inflight: &InFlightJobs,
+    metrics: &Arc<Metrics>,
+    job: LeasedJob,
+    lease: Duration,
+) {
+    let control = Arc::new(JobControl::default());
+    inflight.lock().expect("inflight lock").insert(
+        job.id,
+        InFlight {
+            lease_key: job.lease_key,
+            control: Arc::clone(&control),
+            valid_until: Instant::now() + lease,
+        },
+    );
+    metrics.add_inflight(1);
+    let pipeline = Arc::clone(pipeline);
+    tasks.spawn(async move {
+        let started = Instant::now();
+        tracing::debug!(job_id = %job.id, submission_id = %job.reference, retry_count = job.retry_count, "job started");
+        let outcome = pipeline.process(&job, &control).await;
+        (job.id, outcome, started.elapsed())
+    });
+}
+
+fn record(
+    joined: Result<(Uuid, Outcome, Duration), tokio::task::JoinError>,
+    inflight: &InFlightJobs,
+    metrics: &Metrics,
+) {
+    metrics.add_inflight(-1);
+    let (job_id, outcome, duration) = match joined {
+        Ok(result) => result,
+        Err(error) => {
+            // A panicking job must not take the worker down; its lease expires.
+            tracing::error!(error = %error, "job task panicked");
+            return;
+        }
+    };
+    inflight.lock().expect("inflight lock").remove(&job_id);
+    let status = match &outcome {
+        Outcome::Completed => Some("completed"),
+        Outcome::Failed(code) => {
+            metrics.failed(code);
+            Some("failed")
+        }
+        Outcome::Retried(phase) => {
+            metrics.retried(phase.as_str());
+            Some("retried")
+        }
+        Outcome::Skipped | Outcome::InvalidPayload => Some("skipped"),
+        Outcome::LeaseLost | Outcome::Released => None,
+    };
+    if let Some(status) = status {
+        metrics.processed(status, duration);
+    }
+    tracing::info!(job_id = %job_id, outcome = ?outcome, duration_ms = duration.as_millis() as u64, "job ended");
+}
+
+/// Extends every held lease every `lease / 3` with one statement, cancelling jobs
+/// whose lease is lost or may have run out by our own clock.
+async fn heartbeat_loop(
+    queue: Queue,
+    lease: Duration,
+    inflight: InFlightJobs,
+    metrics: Arc<Metrics>,
+) {
+    let interval = lease / 3;
+    loop {
+        tokio::time::sleep(interval).await;
+        let keys: Vec<Uuid> = inflight
+            .lock()
+            .expect("inflight lock")
+            .values()
+            .map(|job| job.lease_key)
+            .collect();
+        let sent = Instant::now();
+        let held = if keys.is_empty() {
+            Ok(Default::default())
+        } else {
+            queue.heartbeat(&keys, lease, None).await
+        };
+        let mut jobs = inflight.lock().expect("inflight lock");
+        match held {
+            Ok(held) => {
+                for (job_id, job) in jobs.iter_mut() {
+                    if held.contains(&job.lease_key) {
+                        job.valid_until = sent + lease;
+                    } else if keys.contains(&job.lease_key) && !job.control.lease_lost() {
+                        tracing::warn!(job_id = %job_id, "lease lost; cancelling the job");
+                        metrics.lease_lost();
+                        job.control.lose_lease();
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(error = %error, "heartbeat failed"),
+        }
+        // Whatever the database said, never work past a lease that may be over.
+        let now = Instant::now();
+        for (job_id, job) in jobs.iter() {
+            if now >= job.valid_until && !job.control.lease_lost() {
+                tracing::warn!(job_id = %job_id, "lease may have expired without a heartbeat; cancelling the job");
+                metrics.lease_lost();
+                job.control.lose_lease();
+            }
+        }
+    }
+}
+
+fn random_bytes() -> [u8; 16] {
+    let mut bytes = [0u8; 16];
+    let _ = getrandom::fill(&mut bytes);
+    bytes
+}

@@ -1,0 +1,177 @@
+//! Running the pipeline and the worker in-process against a test database, as the
+//! `gustav_worker` role, with the stub adapters.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::{Manager, Pool};
+use fixtures::TestDb;
+use lease::{Queue, QueueConfig};
+use tokio_postgres::NoTls;
+use tokio_util::sync::CancellationToken;
+use worker_core::adapter::{FeedbackAdapter, VisionAdapter};
+use worker_core::metrics::Metrics;
+use worker_core::pipeline::Pipeline;
+use worker_core::stub::{StubAdapter, parse_stub_failures};
+use worker_core::worker::{self, Mode, WorkerConfig};
+
+pub(crate) struct Setup {
+    pub(crate) lease: Duration,
+    pub(crate) concurrency: usize,
+    pub(crate) max_retries: i32,
+    pub(crate) backoff: Duration,
+    pub(crate) poll_interval: Duration,
+    pub(crate) shutdown_grace: Duration,
+    pub(crate) stub: StubAdapter,
+    pub(crate) vision: Option<Arc<dyn VisionAdapter>>,
+    pub(crate) feedback: Option<Arc<dyn FeedbackAdapter>>,
+}
+
+impl Setup {
+    pub(crate) fn new() -> Setup {
+        Setup {
+            lease: Duration::from_secs(30),
+            concurrency: 4,
+            max_retries: 3,
+            backoff: Duration::from_secs(10),
+            poll_interval: Duration::from_millis(500),
+            shutdown_grace: Duration::from_secs(30),
+            stub: StubAdapter {
+                delay: Duration::ZERO,
+                failures: Vec::new(),
+                call_log: None,
+            },
+            vision: None,
+            feedback: None,
+        }
+    }
+
+    pub(crate) fn failures(mut self, spec: &str) -> Setup {
+        self.stub.failures = parse_stub_failures(spec).unwrap();
+        self
+    }
+
+    pub(crate) fn delay(mut self, delay: Duration) -> Setup {
+        self.stub.delay = delay;
+        self
+    }
+
+    pub(crate) fn call_log(mut self, path: PathBuf) -> Setup {
+        self.stub.call_log = Some(path);
+        self
+    }
+
+    pub(crate) fn pipeline(&self, db: &TestDb) -> Arc<Pipeline> {
+        let pool = Pool::builder(Manager::new(db.worker_config(), NoTls))
+            .max_size(4)
+            .build()
+            .unwrap();
+        let config = QueueConfig::new("public.learning_submission_jobs", "submission_id").unwrap();
+        let stub = Arc::new(self.stub.clone());
+        Arc::new(Pipeline {
+            queue: Queue::new(pool, &config),
+            vision: self.vision.clone().unwrap_or_else(|| stub.clone()),
+            feedback: self.feedback.clone().unwrap_or(stub),
+            max_retries: self.max_retries,
+            backoff: self.backoff,
+        })
+    }
+
+    pub(crate) fn worker_config(&self) -> WorkerConfig {
+        WorkerConfig {
+            concurrency: self.concurrency,
+            lease: self.lease,
+            poll_interval: self.poll_interval,
+            shutdown_grace: self.shutdown_grace,
+            channel: "learning_submission_jobs".to_owned(),
+        }
+    }
+
+    /// Runs a worker in drain mode to the end; returns its metrics.
+    pub(crate) async fn drain(&self, db: &TestDb) -> Arc<Metrics> {
+        let metrics = Arc::new(Metrics::default());
+        let run = worker::run(
+            self.pipeline(db),
+            self.worker_config(),
+            db.worker_config(),
+            Arc::clone(&metrics),
+            Mode::Drain,
+            CancellationToken::new(),
+        );
+        tokio::time::timeout(Duration::from_secs(120), run)
+            .await
+            .expect("drain finishes")
+            .unwrap();
+        metrics
+    }
+
+    /// Starts a long-running worker; cancel the token to stop it.
+    pub(crate) fn spawn(&self, db: &TestDb) -> Running {
+        let metrics = Arc::new(Metrics::default());
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(worker::run(
+            self.pipeline(db),
+            self.worker_config(),
+            db.worker_config(),
+            Arc::clone(&metrics),
+            Mode::Run,
+            shutdown.clone(),
+        ));
+        Running {
+            metrics,
+            shutdown,
+            handle,
+        }
+    }
+}
+
+pub(crate) struct Running {
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) handle: tokio::task::JoinHandle<Result<(), lease::Error>>,
+}
+
+impl Running {
+    pub(crate) async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(120), self.handle)
+            .await
+            .expect("worker stops")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// Awaits a condition on the database, polling; fails after a minute.
+pub(crate) async fn eventually(client: &tokio_postgres::Client, sql: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done: bool = client.query_one(sql, &[]).await.unwrap().get(0);
+        if done {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Lines of the stub call log: (phase, submission id).
+pub(crate) fn calls(path: &std::path::Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| {
+            let mut parts = line.split(' ');
+            (
+                parts.next().unwrap().to_owned(),
+                parts.next().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+pub(crate) fn count(calls: &[(String, String)], phase: &str, submission: &uuid::Uuid) -> usize {
+    let id = submission.to_string();
+    calls.iter().filter(|(p, s)| p == phase && *s == id).count()
+}

@@ -1,0 +1,299 @@
+//! The loop: concurrency cap, heartbeats, lease takeover, wake-ups, shutdown,
+//! database restarts.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use fixtures::TestDb;
+use tokio_util::sync::CancellationToken;
+use worker_core::adapter::{AdapterFuture, FeedbackAdapter, FeedbackInput, FeedbackOutput};
+
+use crate::harness::{Setup, calls, count, eventually};
+
+/// Counts concurrent feedback calls and remembers the highest count.
+#[derive(Default)]
+struct Concurrency {
+    now: AtomicUsize,
+    max: AtomicUsize,
+}
+
+impl FeedbackAdapter for Concurrency {
+    fn feedback<'a>(
+        &'a self,
+        _: &'a FeedbackInput,
+        _: &'a CancellationToken,
+    ) -> AdapterFuture<'a, FeedbackOutput> {
+        Box::pin(async move {
+            let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            self.now.fetch_sub(1, Ordering::SeqCst);
+            Ok(FeedbackOutput {
+                feedback_md: "ok".to_owned(),
+                analysis_json: serde_json::json!({"schema": "criteria.v2"}),
+            })
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_concurrency_cap_is_never_exceeded() {
+    let db = TestDb::new().await.unwrap();
+    let client = db.connect().await.unwrap();
+    for _ in 0..15 {
+        fixtures::job().insert(&client).await.unwrap();
+    }
+    let adapter = Arc::new(Concurrency::default());
+    let mut setup = Setup::new();
+    setup.concurrency = 3;
+    setup.feedback = Some(adapter.clone());
+
+    let metrics = setup.drain(&db).await;
+
+    assert_eq!(metrics.processed_count("completed"), 15);
+    assert_eq!(
+        adapter.max.load(Ordering::SeqCst),
+        3,
+        "three at once, never more"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_longer_than_the_lease_are_processed_once_by_two_workers() {
+    let db = TestDb::new().await.unwrap();
+    let client = db.connect().await.unwrap();
+    let log = std::env::temp_dir().join(format!("{}-calls.log", db.name()));
+    let mut submissions = Vec::new();
+    for _ in 0..4 {
+        let submission = fixtures::submission()
+            .image()
+            .insert(&client)
+            .await
+            .unwrap();
+        fixtures::job()
+            .submission(&submission)
+            .insert(&client)
+            .await
+            .unwrap();
+        submissions.push(submission);
+    }
+    // Each job takes 2 × 1.5 s against a 1.2 s lease: only heartbeats keep it.
+    let mut setup = Setup::new()
+        .delay(Duration::from_millis(1500))
+        .call_log(log.clone());
+    setup.lease = Duration::from_millis(1200);
+    setup.concurrency = 2;
+
+    let (first, second) = tokio::join!(setup.drain(&db), setup.drain(&db));
+
+    assert_eq!(
+        first.processed_count("completed") + second.processed_count("completed"),
+        4
+    );
+    let calls = calls(&log);
+    for submission in &submissions {
+        assert_eq!(count(&calls, "vision", &submission.id), 1, "processed once");
+        assert_eq!(count(&calls, "feedback", &submission.id), 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_taken_over_lease_cancels_the_old_holder_and_it_writes_nothing() {
+    let db = TestDb::new().await.unwrap();
+    let client = db.connect().await.unwrap();
+    let submission = fixtures::submission().insert(&client).await.unwrap();
+    let job = fixtures::job()
+        .submission(&submission)
+        .insert(&client)
+        .await
+        .unwrap();
+    let mut slow = Setup::new().delay(Duration::from_secs(60));
+    slow.lease = Duration::from_millis(900);
+    slow.shutdown_grace = Duration::from_millis(100);
+    let running = slow.spawn(&db);
+    eventually(
+        &client,
+        "select count(*) = 1 from learning_submission_jobs where status = 'leased'",
+        "job leased",
+    )
+    .await;
+
+    // Another worker takes the job over as if the lease had expired.
+    client
+        .execute(
+            "update learning_submission_jobs set leased_until = now() - interval '1 second'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let taker = Setup::new().pipeline(&db);
+    let stolen = taker
+        .queue
+        .lease(1, Duration::from_secs(30), None)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(stolen.id, job.id);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while running
+        .metrics
+        .render()
+        .contains("ai_worker_lease_lost_total 0")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old holder never noticed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let outcome = taker.process(&stolen, &Default::default()).await;
+    let metrics = std::sync::Arc::clone(&running.metrics);
+    running.stop().await;
+    let running_lost = metrics
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix("ai_worker_lease_lost_total "))
+        .unwrap()
+        .parse::<u64>()
+        .unwrap();
+    let running_completed = metrics.processed_count("completed");
+
+    assert_eq!(outcome, worker_core::pipeline::Outcome::Completed);
+    assert_eq!(running_lost, 1, "the old holder lost its lease once");
+    assert_eq!(running_completed, 0, "and wrote nothing");
+    let row = client
+        .query_one(
+            "select analysis_status, feedback_md from learning_submissions where id = $1",
+            &[&submission.id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "completed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_notification_wakes_an_idle_worker() {
+    let db = TestDb::new().await.unwrap();
+    let client = db.connect().await.unwrap();
+    let mut setup = Setup::new();
+    setup.poll_interval = Duration::from_secs(600);
+    let running = setup.spawn(&db);
+    // Idle: its LISTEN is in place (and its start-up leases found nothing).
+    eventually(
+        &client,
+        "select count(*) = 1 from pg_stat_activity where query = 'listen \"learning_submission_jobs\"'",
+        "worker listening",
+    )
+    .await;
+
+    let job = fixtures::job().insert(&client).await.unwrap();
+
+    eventually(
+        &client,
+        &format!(
+            "select analysis_status = 'completed' from learning_submissions where id = '{}'",
+            job.submission.id
+        ),
+        "the job done long before the 600 s poll",
+    )
+    .await;
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_returns_unfinished_jobs_and_lets_quick_ones_finish() {
+    let db = TestDb::new().await.unwrap();
+    let client = db.connect().await.unwrap();
+    let job = fixtures::job()
+        .retry_count(1)
+        .insert(&client)
+        .await
+        .unwrap();
+    let mut stuck = Setup::new().delay(Duration::from_secs(60));
+    stuck.shutdown_grace = Duration::from_millis(200);
+    let running = stuck.spawn(&db);
+    eventually(
+        &client,
+        "select count(*) = 1 from learning_submission_jobs where status = 'leased'",
+        "job leased",
+    )
+    .await;
+
+    running.stop().await;
+
+    let row = client
+        .query_one(
+            "select status, lease_key is null, leased_until is null, retry_count, visible_at <= now() \
+             from learning_submission_jobs where id = $1",
+            &[&job.id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "queued");
+    assert!(row.get::<_, bool>(1) && row.get::<_, bool>(2));
+    assert_eq!(row.get::<_, i32>(3), 1, "retry_count unchanged");
+    assert!(row.get::<_, bool>(4));
+
+    let quick = Setup::new().delay(Duration::from_millis(300));
+    let running = quick.spawn(&db);
+    eventually(
+        &client,
+        "select count(*) = 1 from learning_submission_jobs where status = 'leased'",
+        "job leased",
+    )
+    .await;
+    running.stop().await;
+    let left: i64 = client
+        .query_one("select count(*) from learning_submission_jobs", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        left, 0,
+        "a job that finishes within the grace period completes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_worker_survives_a_database_restart() {
+    let db = TestDb::on(fixtures::Server::private().unwrap())
+        .await
+        .unwrap();
+    let client = db.connect().await.unwrap();
+    for _ in 0..20 {
+        fixtures::job().insert(&client).await.unwrap();
+    }
+    let mut setup = Setup::new().delay(Duration::from_millis(100));
+    setup.concurrency = 2;
+    // Short leases: a job whose release could not reach the restarting server is
+    // leased again once its lease runs out.
+    setup.lease = Duration::from_secs(3);
+    let running = setup.spawn(&db);
+    eventually(
+        &client,
+        "select count(*) <= 16 from learning_submission_jobs",
+        "some jobs done",
+    )
+    .await;
+
+    tokio::task::block_in_place(|| db.server().require_cluster().unwrap().restart()).unwrap();
+
+    let client = db.connect().await.unwrap();
+    eventually(
+        &client,
+        "select count(*) = 0 from learning_submission_jobs",
+        "all jobs done after the restart",
+    )
+    .await;
+    let completed: i64 = client
+        .query_one(
+            "select count(*) from learning_submissions where analysis_status = 'completed'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(completed, 20);
+    running.stop().await;
+}
