@@ -7,7 +7,7 @@
 //!   transient/permanent errors; [`stub`] is the deterministic backend.
 //! - [`pipeline`]: one job's life, step by step, every write fenced by its lease.
 //! - [`worker`]: the loop — concurrency, heartbeats, wake-ups, shutdown, drain.
-//! - [`metrics`]: counters for `/metrics`.
+//! - [`metrics`]: counters for `/metrics`; [`health`]: `/healthz`, `/readyz`, `/metrics`.
 //!
 //! # The lease lifecycle, from the worker's side
 //!
@@ -75,6 +75,7 @@
 //! ```
 
 pub mod adapter;
+pub mod health;
 pub mod metrics;
 pub mod pipeline;
 pub mod schema;

@@ -30,3 +30,113 @@ pub async fn apply(client: &mut Client) -> Result<(), tokio_postgres::Error> {
     transaction.batch_execute(SQL).await?;
     transaction.commit().await
 }
+
+/// One line of `learning-worker check`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Check {
+    /// What was checked, e.g. `table learning_submissions`.
+    pub name: String,
+    /// Whether it holds.
+    pub ok: bool,
+}
+
+/// Checks, as the connected role, that the objects the worker needs exist, that the
+/// role has exactly the privileges it needs, and that it is not privileged.
+pub async fn check(client: &Client) -> Result<Vec<Check>, tokio_postgres::Error> {
+    const CHECKS: &[(&str, &str)] = &[
+        (
+            "table learning_submissions",
+            "select to_regclass('public.learning_submissions') is not null",
+        ),
+        (
+            "table learning_submission_jobs",
+            "select to_regclass('public.learning_submission_jobs') is not null",
+        ),
+        (
+            "table unit_tasks",
+            "select to_regclass('public.unit_tasks') is not null",
+        ),
+        (
+            "notify trigger on learning_submission_jobs",
+            "select exists (select 1 from pg_trigger where tgname = 'learning_submission_jobs_notify')",
+        ),
+        (
+            "function learning_worker_update_completed",
+            "select to_regprocedure('public.learning_worker_update_completed(uuid, text, text, jsonb)') is not null",
+        ),
+        (
+            "function learning_worker_update_failed",
+            "select to_regprocedure('public.learning_worker_update_failed(uuid, text, text)') is not null",
+        ),
+        (
+            "function learning_worker_mark_retry",
+            "select to_regprocedure('public.learning_worker_mark_retry(uuid, text, text, timestamptz)') is not null",
+        ),
+        (
+            "select on learning_submissions and unit_tasks",
+            "select has_table_privilege('public.learning_submissions', 'select') \
+                    and has_table_privilege('public.unit_tasks', 'select')",
+        ),
+        (
+            "select, update, delete on learning_submission_jobs",
+            "select has_table_privilege('public.learning_submission_jobs', 'select, update, delete')",
+        ),
+        (
+            "execute on the three helper functions",
+            "select has_function_privilege('public.learning_worker_update_completed(uuid, text, text, jsonb)', 'execute') \
+                    and has_function_privilege('public.learning_worker_update_failed(uuid, text, text)', 'execute') \
+                    and has_function_privilege('public.learning_worker_mark_retry(uuid, text, text, timestamptz)', 'execute')",
+        ),
+        (
+            "role is not a superuser and cannot bypass row-level security",
+            "select not rolsuper and not rolbypassrls from pg_roles where rolname = current_user",
+        ),
+    ];
+    let mut checks = Vec::with_capacity(CHECKS.len());
+    for (name, sql) in CHECKS {
+        // A missing object makes some checks raise instead of returning false.
+        let ok = match client.query_one(*sql, &[]).await {
+            Ok(row) => row.get::<_, Option<bool>>(0).unwrap_or(false),
+            Err(error) if error.as_db_error().is_some() => false,
+            Err(error) => return Err(error),
+        };
+        checks.push(Check {
+            name: (*name).to_owned(),
+            ok,
+        });
+    }
+    Ok(checks)
+}
+
+/// Who the connected role is, for refusing privileged roles.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleInfo {
+    /// `current_user`.
+    pub name: String,
+    /// `rolsuper`.
+    pub superuser: bool,
+    /// `rolbypassrls`.
+    pub bypass_rls: bool,
+}
+
+impl RoleInfo {
+    /// Roles the worker must not run as: superusers, roles that bypass RLS, and the
+    /// platform's service roles.
+    pub fn is_privileged(&self) -> bool {
+        self.superuser
+            || self.bypass_rls
+            || ["postgres", "service_role", "supabase_admin"].contains(&self.name.as_str())
+    }
+}
+
+/// Reads the connected role's attributes.
+pub async fn role_info(client: &Client) -> Result<RoleInfo, tokio_postgres::Error> {
+    let row = client
+        .query_one("select current_user::text, rolsuper, rolbypassrls from pg_roles where rolname = current_user", &[])
+        .await?;
+    Ok(RoleInfo {
+        name: row.get(0),
+        superuser: row.get(1),
+        bypass_rls: row.get(2),
+    })
+}

@@ -1,0 +1,501 @@
+//! End-to-end tests of the `learning-worker` binary as a process against the
+//! fixtures cluster.
+
+use std::collections::BTreeMap;
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use fixtures::TestDb;
+
+fn learning_worker() -> Command {
+    fixtures::command(Path::new(env!("CARGO_BIN_EXE_learning-worker")))
+}
+
+/// The binary configured against a test database as `gustav_worker`.
+struct World {
+    db: TestDb,
+    env: BTreeMap<String, String>,
+    log: PathBuf,
+    _scratch: tempfile::TempDir,
+}
+
+impl World {
+    async fn new() -> World {
+        let db = TestDb::new().await.unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let log = scratch.path().join("calls.log");
+        let mut env = BTreeMap::new();
+        env.insert(
+            "LEARNING_DATABASE_URL".to_owned(),
+            db.url_as("gustav_worker", db.server().worker_password()),
+        );
+        env.insert("AI_STUB_CALL_LOG".to_owned(), log.display().to_string());
+        env.insert("WORKER_CONCURRENCY".to_owned(), "4".to_owned());
+        World {
+            db,
+            env,
+            log,
+            _scratch: scratch,
+        }
+    }
+
+    fn set(&mut self, name: &str, value: &str) -> &mut World {
+        self.env.insert(name.to_owned(), value.to_owned());
+        self
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = learning_worker();
+        command.args(args).envs(&self.env);
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// (phase, submission) per adapter call.
+    fn calls(&self) -> Vec<(String, String)> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| {
+                let mut parts = line.split(' ');
+                (
+                    parts.next().unwrap().to_owned(),
+                    parts.next().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+async fn eventually(client: &tokio_postgres::Client, sql: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if client.query_one(sql, &[]).await.unwrap().get::<_, bool>(0) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn signal(child: &Child, signal: i32) {
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(i32::try_from(child.id()).unwrap(), signal) };
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drain_completes_everything_and_exits_0_also_with_failures() {
+    let mut world = World::new().await;
+    let client = world.db.connect().await.unwrap();
+    let secret_text = "My very private answer about photosynthesis";
+    for index in 0..6 {
+        let submission = fixtures::submission()
+            .student(&format!("student-secret-{index}"))
+            .text(secret_text)
+            .insert(&client)
+            .await
+            .unwrap();
+        fixtures::job()
+            .submission(&submission)
+            .insert(&client)
+            .await
+            .unwrap();
+    }
+    let failing = fixtures::submission()
+        .image()
+        .student("student-secret-x")
+        .insert(&client)
+        .await
+        .unwrap();
+    fixtures::job()
+        .submission(&failing)
+        .insert(&client)
+        .await
+        .unwrap();
+    world
+        .set("AI_STUB_FAIL", "vision:permanent:1")
+        .set("RUST_LOG", "trace");
+
+    let output = tokio::task::block_in_place(|| world.run(&["drain"]));
+
+    let logs = stderr(&output);
+    assert_eq!(output.status.code(), Some(0), "{logs}");
+    let counts: Vec<(String, i64)> = client
+        .query(
+            "select analysis_status, count(*) from learning_submissions group by 1 order by 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(
+        counts,
+        [("completed".to_owned(), 6), ("failed".to_owned(), 1)]
+    );
+    assert!(
+        !logs.contains(secret_text),
+        "no submission text in trace logs"
+    );
+    assert!(
+        !logs.contains("student-secret"),
+        "no student_sub in trace logs"
+    );
+    assert!(
+        logs.contains("job ended"),
+        "the logs do describe the work:\n{logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn configuration_errors_exit_2_with_one_line() {
+    let world = World::new().await;
+    let superuser = {
+        let config = world.db.config();
+        let password = String::from_utf8(config.get_password().unwrap().to_vec()).unwrap();
+        world.db.url_as("postgres", &password)
+    };
+    let cases: Vec<(Vec<(&str, String)>, &str)> = vec![
+        (
+            vec![("LEARNING_DATABASE_URL", String::new())],
+            "no database configured",
+        ),
+        (
+            vec![(
+                "LEARNING_DATABASE_URL",
+                "postgres://u:hunter2@h:0/db".to_owned(),
+            )],
+            "LEARNING_DATABASE_URL is not a valid",
+        ),
+        (vec![("AI_BACKEND", "gpt".to_owned())], "AI_BACKEND"),
+        (
+            vec![("AI_STUB_FAIL", "ocr:sometimes:1".to_owned())],
+            "AI_STUB_FAIL",
+        ),
+        (vec![("LOG_FORMAT", "xml".to_owned())], "LOG_FORMAT"),
+        (
+            vec![("WORKER_HEALTH_ADDR", "localhost".to_owned())],
+            "WORKER_HEALTH_ADDR",
+        ),
+        (
+            vec![("LEARNING_DATABASE_URL", superuser.clone())],
+            "refusing to run as privileged role",
+        ),
+    ];
+    for (env, expected) in cases {
+        let mut command = world.command(&["drain"]);
+        for (name, value) in &env {
+            command.env(name, value);
+        }
+        let output = tokio::task::block_in_place(|| command.output().unwrap());
+        let logs = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{env:?}: {logs}");
+        let error_lines: Vec<&str> = logs
+            .lines()
+            .filter(|line| line.contains("configuration error"))
+            .collect();
+        assert_eq!(error_lines.len(), 1, "{logs}");
+        assert!(error_lines[0].contains(expected), "{env:?}: {logs}");
+        assert!(!logs.contains("hunter2"));
+    }
+    let allowed = tokio::task::block_in_place(|| {
+        world
+            .command(&["drain"])
+            .env("LEARNING_DATABASE_URL", &superuser)
+            .env("ALLOW_SERVICE_DSN_FOR_TESTING", "true")
+            .output()
+            .unwrap()
+    });
+    assert_eq!(allowed.status.code(), Some(0), "{}", stderr(&allowed));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_numbers_fall_back_with_a_warning() {
+    let mut world = World::new().await;
+    let client = world.db.connect().await.unwrap();
+    fixtures::job().insert(&client).await.unwrap();
+    world
+        .set("WORKER_CONCURRENCY", "64")
+        .set("WORKER_LEASE_SECONDS", "soon")
+        .set("WORKER_POLL_INTERVAL", "-1");
+
+    let output = tokio::task::block_in_place(|| world.run(&["drain"]));
+
+    let logs = stderr(&output);
+    assert_eq!(output.status.code(), Some(0), "{logs}");
+    assert!(
+        logs.contains("WORKER_CONCURRENCY=64 is above WORKER_CONCURRENCY_CAP=4; using 4"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("WORKER_LEASE_SECONDS=\"soon\" is not valid; using 45"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("WORKER_POLL_INTERVAL=\"-1\" is not valid; using 0.5"),
+        "{logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_passes_for_gustav_worker_and_fails_for_a_superuser() {
+    let world = World::new().await;
+    let output = tokio::task::block_in_place(|| world.run(&["check"]));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(output.status.code(), Some(0), "{stdout}{}", stderr(&output));
+    insta::assert_snapshot!(stdout);
+
+    let config = world.db.config();
+    let password = String::from_utf8(config.get_password().unwrap().to_vec()).unwrap();
+    let output = tokio::task::block_in_place(|| {
+        world
+            .command(&["check"])
+            .env(
+                "LEARNING_DATABASE_URL",
+                world.db.url_as("postgres", &password),
+            )
+            .output()
+            .unwrap()
+    });
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stdout.contains("FAIL  role is not a superuser"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_worker_s_job_is_finished_by_another_after_its_lease() {
+    let mut world = World::new().await;
+    let client = world.db.connect().await.unwrap();
+    let mut submissions = Vec::new();
+    for _ in 0..3 {
+        let submission = fixtures::submission()
+            .image()
+            .insert(&client)
+            .await
+            .unwrap();
+        fixtures::job()
+            .submission(&submission)
+            .insert(&client)
+            .await
+            .unwrap();
+        submissions.push(submission);
+    }
+    world
+        .set("AI_STUB_DELAY_MS", "1500")
+        .set("WORKER_LEASE_SECONDS", "2")
+        .set("WORKER_CONCURRENCY", "1");
+    let mut victim = world.spawn(&["run"]);
+    eventually(
+        &client,
+        "select count(*) = 1 from learning_submission_jobs where status = 'leased'",
+        "a job leased",
+    )
+    .await;
+    signal(&victim, libc::SIGKILL);
+    victim.wait().unwrap();
+
+    world.set("WORKER_CONCURRENCY", "2");
+    let (first, second) = tokio::task::block_in_place(|| {
+        let first = world.spawn(&["drain"]);
+        let second = world.spawn(&["drain"]);
+        (
+            first.wait_with_output().unwrap(),
+            second.wait_with_output().unwrap(),
+        )
+    });
+    // The killed worker's job was leased when it died: a drain may end before the
+    // lease expires, so finish with one more drain once it has.
+    eventually(
+        &client,
+        "select count(*) = 0 or bool_and(leased_until < now()) from learning_submission_jobs",
+        "lease expired",
+    )
+    .await;
+    let last = tokio::task::block_in_place(|| world.run(&["drain"]));
+
+    for output in [&first, &second, &last] {
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(output));
+    }
+    let completed: i64 = client
+        .query_one(
+            "select count(*) from learning_submissions where analysis_status = 'completed'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(completed, 3);
+    let calls = world.calls();
+    for submission in &submissions {
+        let feedback = calls
+            .iter()
+            .filter(|(phase, id)| phase == "feedback" && *id == submission.id.to_string())
+            .count();
+        assert_eq!(feedback, 1, "each result computed and written once");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_returns_unfinished_jobs_and_exits_0() {
+    let mut world = World::new().await;
+    let client = world.db.connect().await.unwrap();
+    let job = fixtures::job().insert(&client).await.unwrap();
+    world
+        .set("AI_STUB_DELAY_MS", "600000")
+        .set("WORKER_SHUTDOWN_GRACE_SECONDS", "0.2");
+    let worker = world.spawn(&["run"]);
+    eventually(
+        &client,
+        "select count(*) = 1 from learning_submission_jobs where status = 'leased'",
+        "job leased",
+    )
+    .await;
+
+    signal(&worker, libc::SIGTERM);
+    let output = tokio::task::block_in_place(|| worker.wait_with_output().unwrap());
+
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let row = client
+        .query_one("select status, lease_key is null, retry_count from learning_submission_jobs where id = $1", &[&job.id])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "queued");
+    assert!(row.get::<_, bool>(1));
+    assert_eq!(row.get::<_, i32>(2), 0);
+}
+
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nhost: test\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_endpoints_and_metrics_match_what_happened() {
+    let mut world = World::new().await;
+    let client = world.db.connect().await.unwrap();
+    for _ in 0..3 {
+        fixtures::job().insert(&client).await.unwrap();
+    }
+    let retried = fixtures::submission()
+        .image()
+        .insert(&client)
+        .await
+        .unwrap();
+    fixtures::job()
+        .submission(&retried)
+        .insert(&client)
+        .await
+        .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    world
+        .set("WORKER_HEALTH_ADDR", &addr)
+        .set("AI_STUB_FAIL", "vision:transient:1");
+    let worker = world.spawn(&["run"]);
+    eventually(
+        &client,
+        "select count(*) = 1 from learning_submission_jobs",
+        "three done, one waiting for its retry",
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let metrics = loop {
+        let (status, body) = tokio::task::block_in_place(|| http_get(&addr, "/metrics"));
+        assert_eq!(status, 200);
+        if body.contains("ai_worker_retry_total{phase=\"vision\"} 1") || Instant::now() > deadline {
+            break body;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+
+    assert!(
+        metrics.contains("ai_worker_processed_total{status=\"completed\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ai_worker_processed_total{status=\"retried\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ai_worker_retry_total{phase=\"vision\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ai_worker_lease_lost_total 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ai_worker_job_duration_seconds_count 4"),
+        "{metrics}"
+    );
+    assert_eq!(
+        tokio::task::block_in_place(|| http_get(&addr, "/healthz")).0,
+        200
+    );
+    assert_eq!(
+        tokio::task::block_in_place(|| http_get(&addr, "/readyz")),
+        (200, "ready\n".to_owned())
+    );
+    assert_eq!(
+        tokio::task::block_in_place(|| http_get(&addr, "/nope")).0,
+        404
+    );
+    signal(&worker, libc::SIGTERM);
+    assert!(
+        tokio::task::block_in_place(|| worker.wait_with_output().unwrap())
+            .status
+            .success()
+    );
+}
+
+#[test]
+fn help_documents_commands_and_variables() {
+    for args in [
+        &["--help"][..],
+        &["run", "--help"],
+        &["drain", "--help"],
+        &["check", "--help"],
+    ] {
+        let output = learning_worker().args(args).output().unwrap();
+        assert!(output.status.success());
+        insta::assert_snapshot!(
+            format!("help_{}", args[0].trim_start_matches('-')),
+            String::from_utf8_lossy(&output.stdout)
+        );
+    }
+    let version = learning_worker().arg("--version").output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        "learning-worker 0.1.0"
+    );
+}
