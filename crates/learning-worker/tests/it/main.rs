@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use fixtures::TestDb;
+use fixtures::{StubCalls, TestDb, eventually};
 
 fn learning_worker() -> Command {
     fixtures::command(Path::new(env!("CARGO_BIN_EXE_learning-worker")))
@@ -63,36 +63,10 @@ impl World {
             .spawn()
             .unwrap()
     }
-
-    /// (phase, submission) per adapter call.
-    fn calls(&self) -> Vec<(String, String)> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .map(|line| {
-                let mut parts = line.split(' ');
-                (
-                    parts.next().unwrap().to_owned(),
-                    parts.next().unwrap().to_owned(),
-                )
-            })
-            .collect()
-    }
 }
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-async fn eventually(client: &tokio_postgres::Client, sql: &str, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        if client.query_one(sql, &[]).await.unwrap().get::<_, bool>(0) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 fn signal(child: &Child, signal: i32) {
@@ -343,13 +317,13 @@ async fn a_killed_worker_s_job_is_finished_by_another_after_its_lease() {
         .unwrap()
         .get(0);
     assert_eq!(completed, 3);
-    let calls = world.calls();
+    let calls = StubCalls::read(&world.log);
     for submission in &submissions {
-        let feedback = calls
-            .iter()
-            .filter(|(phase, id)| phase == "feedback" && *id == submission.id.to_string())
-            .count();
-        assert_eq!(feedback, 1, "each result computed and written once");
+        assert_eq!(
+            calls.count("feedback", submission.id),
+            1,
+            "each result computed and written once"
+        );
     }
 }
 
@@ -498,4 +472,56 @@ fn help_documents_commands_and_variables() {
         String::from_utf8_lossy(&version.stdout).trim(),
         "learning-worker 0.1.0"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_processes_with_jobs_longer_than_the_lease_process_each_once() {
+    let mut world = World::new().await;
+    let client = world.db.connect().await.unwrap();
+    let mut submissions = Vec::new();
+    for _ in 0..4 {
+        let submission = fixtures::submission()
+            .image()
+            .insert(&client)
+            .await
+            .unwrap();
+        fixtures::job()
+            .submission(&submission)
+            .insert(&client)
+            .await
+            .unwrap();
+        submissions.push(submission);
+    }
+    // Vision and feedback take 1.2 s each against a 1 s lease: 2.4 × the lease.
+    world
+        .set("AI_STUB_DELAY_MS", "1200")
+        .set("WORKER_LEASE_SECONDS", "1")
+        .set("WORKER_CONCURRENCY", "2");
+
+    let outputs = tokio::task::block_in_place(|| {
+        let first = world.spawn(&["drain"]);
+        let second = world.spawn(&["drain"]);
+        [
+            first.wait_with_output().unwrap(),
+            second.wait_with_output().unwrap(),
+        ]
+    });
+
+    for output in &outputs {
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(output));
+    }
+    let calls = StubCalls::read(&world.log);
+    for submission in &submissions {
+        assert_eq!(calls.count("vision", submission.id), 1, "vision once");
+        assert_eq!(calls.count("feedback", submission.id), 1, "feedback once");
+    }
+    let completed: i64 = client
+        .query_one(
+            "select count(*) from learning_submissions where analysis_status = 'completed'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(completed, 4);
 }

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use deadpool_postgres::{Manager, Pool};
 use fixtures::TestDb;
@@ -141,37 +141,4 @@ impl Running {
             .unwrap()
             .unwrap();
     }
-}
-
-/// Awaits a condition on the database, polling; fails after a minute.
-pub(crate) async fn eventually(client: &tokio_postgres::Client, sql: &str, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let done: bool = client.query_one(sql, &[]).await.unwrap().get(0);
-        if done {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Lines of the stub call log: (phase, submission id).
-pub(crate) fn calls(path: &std::path::Path) -> Vec<(String, String)> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|line| {
-            let mut parts = line.split(' ');
-            (
-                parts.next().unwrap().to_owned(),
-                parts.next().unwrap().to_owned(),
-            )
-        })
-        .collect()
-}
-
-pub(crate) fn count(calls: &[(String, String)], phase: &str, submission: &uuid::Uuid) -> usize {
-    let id = submission.to_string();
-    calls.iter().filter(|(p, s)| p == phase && *s == id).count()
 }

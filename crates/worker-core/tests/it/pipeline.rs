@@ -5,7 +5,9 @@ use std::time::Duration;
 use fixtures::TestDb;
 use serde_json::Value;
 
-use crate::harness::{Setup, calls, count};
+use fixtures::StubCalls;
+
+use crate::harness::Setup;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn drains_a_mix_completing_each_submission_once() {
@@ -35,7 +37,7 @@ async fn drains_a_mix_completing_each_submission_once() {
     let metrics = Setup::new().call_log(log.clone()).drain(&db).await;
 
     assert_eq!(metrics.processed_count("completed"), 12);
-    let calls = calls(&log);
+    let calls = StubCalls::read(&log);
     for submission in &submissions {
         let row = client
             .query_one(
@@ -57,17 +59,17 @@ async fn drains_a_mix_completing_each_submission_once() {
                     "the student's text verbatim"
                 );
                 assert_eq!(
-                    count(&calls, "vision", &submission.id),
+                    calls.count("vision", submission.id),
                     0,
                     "text bypasses vision"
                 );
             }
             _ => {
                 assert!(text.starts_with("# Stub OCR"), "{text}");
-                assert_eq!(count(&calls, "vision", &submission.id), 1);
+                assert_eq!(calls.count("vision", submission.id), 1);
             }
         }
-        assert_eq!(count(&calls, "feedback", &submission.id), 1);
+        assert_eq!(calls.count("feedback", submission.id), 1);
     }
     let jobs: i64 = client
         .query_one("select count(*) from learning_submission_jobs", &[])
@@ -138,13 +140,9 @@ async fn transient_feedback_failure_is_retried_without_vision() {
     let second = setup.drain(&db).await;
 
     assert_eq!(second.processed_count("completed"), 1);
-    let calls = calls(&log);
-    assert_eq!(
-        count(&calls, "vision", &submission.id),
-        1,
-        "vision ran once"
-    );
-    assert_eq!(count(&calls, "feedback", &submission.id), 2);
+    let calls = StubCalls::read(&log);
+    assert_eq!(calls.count("vision", submission.id), 1, "vision ran once");
+    assert_eq!(calls.count("feedback", submission.id), 2);
     let row = client
         .query_one(
             "select analysis_status, error_code, text_body from learning_submissions where id = $1",

@@ -9,7 +9,9 @@ use fixtures::TestDb;
 use tokio_util::sync::CancellationToken;
 use worker_core::adapter::{AdapterFuture, FeedbackAdapter, FeedbackInput, FeedbackOutput};
 
-use crate::harness::{Setup, calls, count, eventually};
+use fixtures::{StubCalls, eventually};
+
+use crate::harness::Setup;
 
 /// Counts concurrent feedback calls and remembers the highest count.
 #[derive(Default)]
@@ -91,10 +93,10 @@ async fn jobs_longer_than_the_lease_are_processed_once_by_two_workers() {
         first.processed_count("completed") + second.processed_count("completed"),
         4
     );
-    let calls = calls(&log);
+    let calls = StubCalls::read(&log);
     for submission in &submissions {
-        assert_eq!(count(&calls, "vision", &submission.id), 1, "processed once");
-        assert_eq!(count(&calls, "feedback", &submission.id), 1);
+        assert_eq!(calls.count("vision", submission.id), 1, "processed once");
+        assert_eq!(calls.count("feedback", submission.id), 1);
     }
 }
 
