@@ -102,6 +102,25 @@ impl Setup {
     }
 }
 
+/// Runs a fake pg_dump with the production progress interval.
+fn run_fake(
+    fake: &FakePgDump,
+    dsn: &Dsn,
+    output: &Path,
+    timeout: Duration,
+    cancellation: &Cancellation,
+) -> Result<dump_runner::Dumped, Error> {
+    dump(&DumpJob {
+        program: fake.path(),
+        dsn,
+        output,
+        timeout,
+        compression_level: 6,
+        cancellation,
+        progress_interval: dump_runner::PROGRESS_INTERVAL,
+    })
+}
+
 fn gunzip(path: &Path) -> String {
     let mut text = String::new();
     flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap())
@@ -188,16 +207,7 @@ fn hanging_pg_dump_with_a_child_is_killed_at_the_timeout() {
     let dsn = Dsn::parse("postgresql://u:secret@127.0.0.1:9/db").unwrap();
     let cancellation = Cancellation::new();
 
-    let error = dump(&DumpJob {
-        program: fake.path(),
-        dsn: &dsn,
-        output: &output,
-        timeout: Duration::from_secs(1),
-        compression_level: 6,
-        cancellation: &cancellation,
-        progress_interval: dump_runner::PROGRESS_INTERVAL,
-    })
-    .unwrap_err();
+    let error = run_fake(&fake, &dsn, &output, Duration::from_secs(1), &cancellation).unwrap_err();
 
     assert_eq!(error.code(), ErrorCode::PgDumpTimeout, "{error}");
     let pids = fake.recorded_pids();
@@ -225,15 +235,13 @@ fn cancellation_ends_the_dump_and_its_group() {
 
     let error = std::thread::scope(|scope| {
         let running = scope.spawn(|| {
-            dump(&DumpJob {
-                program: fake.path(),
-                dsn: &dsn,
-                output: &output,
-                timeout: Duration::from_secs(600),
-                compression_level: 6,
-                cancellation: &cancellation,
-                progress_interval: dump_runner::PROGRESS_INTERVAL,
-            })
+            run_fake(
+                &fake,
+                &dsn,
+                &output,
+                Duration::from_secs(600),
+                &cancellation,
+            )
         });
         // Cancel once the fake and its child are running (a condition, not a sleep).
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -370,16 +378,8 @@ fn fake_failures_get_their_codes_and_keep_stderr_for_the_log() {
             &format!("{stderr}postgresql://u:hunter2@db.internal/app\n"),
         )
         .unwrap();
-        let error = dump(&DumpJob {
-            program: fake.path(),
-            dsn: &dsn,
-            output: &output,
-            timeout: Duration::from_secs(60),
-            compression_level: 6,
-            cancellation: &cancellation,
-            progress_interval: dump_runner::PROGRESS_INTERVAL,
-        })
-        .unwrap_err();
+        let error =
+            run_fake(&fake, &dsn, &output, Duration::from_secs(60), &cancellation).unwrap_err();
         assert_eq!(error.code(), expected, "{stderr}");
         let Error::Failed { stderr: kept, .. } = &error else {
             panic!("{error:?}")
@@ -402,15 +402,13 @@ fn a_stderr_flood_cannot_block_the_dump() {
     let dsn = Dsn::parse("postgresql://u@h/db").unwrap();
     let cancellation = Cancellation::new();
 
-    let dumped = dump(&DumpJob {
-        program: fake.path(),
-        dsn: &dsn,
-        output: &output,
-        timeout: Duration::from_secs(300),
-        compression_level: 6,
-        cancellation: &cancellation,
-        progress_interval: dump_runner::PROGRESS_INTERVAL,
-    })
+    let dumped = run_fake(
+        &fake,
+        &dsn,
+        &output,
+        Duration::from_secs(300),
+        &cancellation,
+    )
     .unwrap();
 
     assert_eq!(gunzip(&output), "select 1;\n");
@@ -436,15 +434,13 @@ fn disk_full_gives_disk_full_and_no_partial() {
     let dsn = Dsn::parse("postgresql://u@h/db").unwrap();
     let cancellation = Cancellation::new();
 
-    let error = dump(&DumpJob {
-        program: fake.path(),
-        dsn: &dsn,
-        output: &output,
-        timeout: Duration::from_secs(300),
-        compression_level: 6,
-        cancellation: &cancellation,
-        progress_interval: dump_runner::PROGRESS_INTERVAL,
-    })
+    let error = run_fake(
+        &fake,
+        &dsn,
+        &output,
+        Duration::from_secs(300),
+        &cancellation,
+    )
     .unwrap_err();
 
     assert_eq!(error.code(), ErrorCode::DiskFull, "{error}");
