@@ -25,7 +25,10 @@ pub(crate) fn run(sh: &Shell) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn step(name: &str, action: impl FnOnce() -> xshell::Result<()>) -> anyhow::Result<()> {
+fn step<E>(name: &str, action: impl FnOnce() -> Result<(), E>) -> anyhow::Result<()>
+where
+    anyhow::Error: From<E>,
+{
     eprintln!("xtask ci: {name}");
     let started = Instant::now();
     action()?;

@@ -7,12 +7,19 @@ pub(crate) const USAGE: &str = "\
 usage: cargo xtask <task>
 
 tasks:
-  ci    cargo fmt --check, clippy -D warnings, build the tests, run them";
+  ci              cargo fmt --check, clippy -D warnings, build the tests, run them, e2e
+  e2e             the whole system on a throwaway PostgreSQL (release binaries)
+  e2e --compose   the same scenario against compose.yaml (needs a Docker engine)";
 
 /// What to do.
 pub(crate) enum Task {
     /// The whole CI pipeline.
     Ci,
+    /// The end-to-end scenario; against compose.yaml when `compose`.
+    E2e {
+        /// `--compose`.
+        compose: bool,
+    },
     /// Print the usage.
     Help,
 }
@@ -21,6 +28,11 @@ impl Task {
     pub(crate) fn from_args(mut args: impl Iterator<Item = String>) -> anyhow::Result<Task> {
         let task = match args.next().as_deref() {
             Some("ci") => Task::Ci,
+            Some("e2e") => match args.next().as_deref() {
+                None => Task::E2e { compose: false },
+                Some("--compose") => Task::E2e { compose: true },
+                Some(other) => bail!("unknown e2e flag `{other}`\n\n{USAGE}"),
+            },
             Some("help" | "--help" | "-h") | None => Task::Help,
             Some(other) => bail!("unknown task `{other}`\n\n{USAGE}"),
         };

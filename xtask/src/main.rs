@@ -5,6 +5,8 @@
 //! `#[test]`s in `tidy.rs`, so `cargo test` enforces them like any other test.
 
 mod ci;
+mod compose;
+mod e2e;
 mod flags;
 #[cfg(test)]
 mod tidy;
@@ -30,6 +32,8 @@ fn run() -> anyhow::Result<()> {
     sh.change_dir(project_root());
     match task {
         flags::Task::Ci => ci::run(&sh),
+        flags::Task::E2e { compose: false } => e2e::run(&sh),
+        flags::Task::E2e { compose: true } => compose::run(&sh),
         flags::Task::Help => {
             eprintln!("{}", flags::USAGE);
             Ok(())

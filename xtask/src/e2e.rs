@@ -1,0 +1,380 @@
+//! `cargo xtask e2e`: the whole system, for real, in one command.
+//!
+//! Builds both binaries in release mode, starts a throwaway PostgreSQL, applies the
+//! schema, creates the least-privilege roles with passwords (so the real pgpass and
+//! `*_FILE` paths are exercised), seeds a mix of text, image and PDF submissions with
+//! jobs, drains the queue with two `learning-worker` processes, checks that every
+//! submission was completed exactly once, runs `backup-cron once` and `verify`,
+//! restores the dump into a fresh database and compares every table with the source.
+//! Any mismatch is an error.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context as _, bail, ensure};
+use xshell::{Shell, cmd};
+
+use crate::project_root;
+
+const TEXT_SUBMISSIONS: usize = 60;
+const IMAGE_SUBMISSIONS: usize = 25;
+const PDF_SUBMISSIONS: usize = 15;
+const TABLES: [&str; 4] = [
+    "courses",
+    "unit_tasks",
+    "learning_submissions",
+    "learning_submission_jobs",
+];
+
+/// Environment variables of the caller that could override what e2e configures.
+const INHERITED_CONFIGURATION: [&str; 10] = [
+    "DATABASE_URL",
+    "LEARNING_DATABASE_URL",
+    "LEARNING_DB_URL",
+    "SESSION_DATABASE_URL",
+    "BACKUP_DATABASE_URL",
+    "KC_DB_URL",
+    "PG_DUMP",
+    "AI_BACKEND",
+    "AI_STUB_FAIL",
+    "RUST_LOG",
+];
+
+pub(crate) fn run(sh: &Shell) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    phase("build both binaries (release)");
+    cmd!(
+        sh,
+        "{cargo} build --release --locked -p backup-cron -p learning-worker"
+    )
+    .run()?;
+    let built = Instant::now();
+    let bin = project_root().join("target/release");
+
+    phase("start a throwaway PostgreSQL");
+    let cluster = fixtures::TestCluster::start().context("cannot start PostgreSQL")?;
+    let scratch = tempfile::Builder::new().prefix("e2e-").tempdir()?;
+    let db = Db {
+        sh,
+        cluster: &cluster,
+        name: "platform",
+    };
+    db.admin("postgres", "create database platform")?;
+
+    phase("apply the schema and create least-privilege roles");
+    db.run_file(&project_root().join("crates/worker-core/src/schema.sql"))?;
+    let worker_password = fixtures::random_token(24);
+    let backup_password = fixtures::random_token(24);
+    // Through stdin, not argv: passwords never appear in a process list.
+    db.stdin_sql(&format!(
+        "alter role gustav_worker login password '{worker_password}';
+         create role gustav_backup login bypassrls password '{backup_password}' in role pg_read_all_data;"
+    ))?;
+    let secrets = scratch.path().join("secrets");
+    std::fs::create_dir(&secrets)?;
+    let worker_dsn = secret_file(
+        &secrets,
+        "worker_dsn",
+        &cluster,
+        "gustav_worker",
+        &worker_password,
+    )?;
+    let backup_dsn = secret_file(
+        &secrets,
+        "backup_dsn",
+        &cluster,
+        "gustav_backup",
+        &backup_password,
+    )?;
+
+    phase("seed courses, tasks, text/image/PDF submissions and jobs");
+    let storage = scratch.path().join("storage");
+    seed(&db, &storage)?;
+    let total = TEXT_SUBMISSIONS + IMAGE_SUBMISSIONS + PDF_SUBMISSIONS;
+
+    phase("drain the queue with two learning-worker processes");
+    let calls = scratch.path().join("stub-calls.log");
+    let workers_started = Instant::now();
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                let (bin, worker_dsn, calls, storage) = (&bin, &worker_dsn, &calls, &storage);
+                scope.spawn(move || -> anyhow::Result<()> {
+                    let sh = Shell::new()?;
+                    let mut command = cmd!(sh, "{bin}/learning-worker drain");
+                    for name in INHERITED_CONFIGURATION {
+                        command = command.env_remove(name);
+                    }
+                    command
+                        .env("LEARNING_DATABASE_URL_FILE", worker_dsn)
+                        .env("WORKER_CONCURRENCY", "4")
+                        .env("AI_STUB_DELAY_MS", "5")
+                        .env("AI_STUB_CALL_LOG", calls)
+                        .env("LEARNING_STORAGE_ROOT", storage)
+                        .env("LOG_FORMAT", "json")
+                        .env("RUST_LOG", "warn")
+                        .run()?;
+                    Ok(())
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.join().expect("the worker thread does not panic")?;
+        }
+        Ok(())
+    })?;
+    let worker_time = workers_started.elapsed();
+    check_exactly_once(&db, &calls, total)?;
+
+    phase("backup-cron once");
+    let backups = scratch.path().join("backups");
+    let pg_dump = cluster.bin_dir().join("pg_dump");
+    let mut backup = cmd!(sh, "{bin}/backup-cron once");
+    for name in INHERITED_CONFIGURATION {
+        backup = backup.env_remove(name);
+    }
+    backup
+        .env("SESSION_DATABASE_URL_FILE", &backup_dsn)
+        .env("BACKUP_DIR", &backups)
+        .env("SUPABASE_STORAGE_ROOT", &storage)
+        .env("PG_DUMP", &pg_dump)
+        .env("RUST_LOG", "warn")
+        .run()?;
+
+    phase("backup-cron verify");
+    cmd!(sh, "{bin}/backup-cron verify")
+        .env("BACKUP_DIR", &backups)
+        .run()?;
+    let run_dir = newest_backup(&backups)?;
+    let dump = run_dir.join("supabase_db.sql.gz");
+    let backup_bytes = std::fs::metadata(&dump)?.len()
+        + std::fs::metadata(run_dir.join("storage_buckets.tar.gz"))?.len();
+
+    phase("restore the dump into a fresh database and compare");
+    db.admin("postgres", "create database restored")?;
+    let sql = cmd!(sh, "gzip -dc {dump}").output()?.stdout;
+    let restored = Db {
+        sh,
+        cluster: &cluster,
+        name: "restored",
+    };
+    restored.stdin_bytes(sql)?;
+    let mut compared = Vec::new();
+    for table in TABLES {
+        let fingerprint = format!(
+            "select count(*) || ' ' || coalesce(md5(string_agg(t::text, ',' order by t::text)), '') from {table} t"
+        );
+        let (source, copy) = (db.query(&fingerprint)?, restored.query(&fingerprint)?);
+        ensure!(
+            source == copy,
+            "{table}: source {source} but restored {copy}"
+        );
+        compared.push((table, source.split(' ').next().unwrap_or("0").to_owned()));
+    }
+
+    report(&Report {
+        submissions: total,
+        worker_seconds: worker_time.as_secs_f64(),
+        backup_bytes,
+        compared,
+        after_build_seconds: built.elapsed().as_secs_f64(),
+        total_seconds: started.elapsed().as_secs_f64(),
+    });
+    Ok(())
+}
+
+fn phase(name: &str) {
+    eprintln!("xtask e2e: {name}");
+}
+
+/// Runs SQL against one database of the cluster as the superuser, over the unix
+/// socket (trust), so that no password is needed on the command line.
+struct Db<'a> {
+    sh: &'a Shell,
+    cluster: &'a fixtures::TestCluster,
+    name: &'a str,
+}
+
+impl Db<'_> {
+    fn psql(&self, dbname: &str) -> xshell::Cmd<'_> {
+        let psql = self.cluster.bin_dir().join("psql");
+        let socket = self.cluster.socket_dir();
+        let port = self.cluster.port().to_string();
+        let sh = self.sh;
+        cmd!(
+            sh,
+            "{psql} -X -q -v ON_ERROR_STOP=1 -h {socket} -p {port} -U postgres -d {dbname}"
+        )
+    }
+
+    fn admin(&self, dbname: &str, sql: &str) -> anyhow::Result<()> {
+        Ok(self.psql(dbname).arg("-c").arg(sql).run()?)
+    }
+
+    fn run_file(&self, path: &Path) -> anyhow::Result<()> {
+        Ok(self.psql(self.name).arg("-1").arg("-f").arg(path).run()?)
+    }
+
+    fn stdin_sql(&self, sql: &str) -> anyhow::Result<()> {
+        self.stdin_bytes(sql.as_bytes().to_vec())
+    }
+
+    fn stdin_bytes(&self, bytes: Vec<u8>) -> anyhow::Result<()> {
+        Ok(self
+            .psql(self.name)
+            .stdin(bytes)
+            .quiet()
+            .ignore_stdout()
+            .run()?)
+    }
+
+    fn query(&self, sql: &str) -> anyhow::Result<String> {
+        Ok(self.psql(self.name).args(["-At", "-c", sql]).read()?)
+    }
+}
+
+/// A `*_FILE` secret holding a DSN with a password, private to this user.
+fn secret_file(
+    dir: &Path,
+    name: &str,
+    cluster: &fixtures::TestCluster,
+    user: &str,
+    password: &str,
+) -> anyhow::Result<PathBuf> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = dir.join(name);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    writeln!(
+        file,
+        "postgresql://{user}:{password}@{}:{}/platform",
+        fixtures::HOST,
+        cluster.port()
+    )?;
+    Ok(path)
+}
+
+fn seed(db: &Db<'_>, storage: &Path) -> anyhow::Result<()> {
+    let png = hex(fixtures::SAMPLE_PNG);
+    let pdf = hex(fixtures::SAMPLE_PDF);
+    db.stdin_sql(&format!(
+        "insert into courses (title) select 'Course ' || n from generate_series(1, 3) n;
+         insert into unit_tasks (course_id, instruction_md, criteria)
+           select id, 'Explain ' || title || ' step by step.', '[\"Correct\", \"Complete\", \"Clear\"]'::jsonb
+           from courses, generate_series(1, 2);
+         create temporary table mix as
+           select n, case when n <= {TEXT_SUBMISSIONS} then 'text'
+                          when n <= {TEXT_SUBMISSIONS} + {IMAGE_SUBMISSIONS} then 'image' else 'file' end as kind
+           from generate_series(1, {TEXT_SUBMISSIONS} + {IMAGE_SUBMISSIONS} + {PDF_SUBMISSIONS}) n;
+         insert into learning_submissions
+           (id, course_id, task_id, student_sub, kind, text_body, storage_key, mime_type, size_bytes, sha256, attempt_nr)
+         select id, course_id, task_id, 'student-' || (n % 17), kind,
+                case when kind = 'text' then 'Answer ' || n || ': plants turn light into sugar.' end,
+                case kind when 'image' then 'submissions/' || id || '.png' when 'file' then 'submissions/' || id || '.pdf' end,
+                case kind when 'image' then 'image/png' when 'file' then 'application/pdf' end,
+                case kind when 'image' then length(decode('{png}', 'hex')) when 'file' then length(decode('{pdf}', 'hex')) end,
+                case kind when 'image' then encode(sha256(decode('{png}', 'hex')), 'hex')
+                          when 'file' then encode(sha256(decode('{pdf}', 'hex')), 'hex') end,
+                1
+         from (select gen_random_uuid() as id, m.n, m.kind, t.course_id, t.id as task_id
+               from mix m join lateral (select * from unit_tasks order by id offset (m.n % 6) limit 1) t on true) s;
+         insert into learning_submission_jobs (submission_id, payload)
+         select s.id, jsonb_build_object('student_sub', s.student_sub, 'criteria', t.criteria,
+                                         'instruction_md', t.instruction_md, 'hints_md', 'Think of chlorophyll.')
+         from learning_submissions s join unit_tasks t on t.id = s.task_id;"
+    ))?;
+    let keys =
+        db.query("select storage_key from learning_submissions where storage_key is not null")?;
+    for key in keys.lines() {
+        let path = storage.join(key);
+        std::fs::create_dir_all(path.parent().context("a storage key has a directory")?)?;
+        let bytes = if key.ends_with(".png") {
+            fixtures::SAMPLE_PNG
+        } else {
+            fixtures::SAMPLE_PDF
+        };
+        std::fs::write(path, bytes)?;
+    }
+    Ok(())
+}
+
+fn check_exactly_once(db: &Db<'_>, calls: &Path, total: usize) -> anyhow::Result<()> {
+    let summary = db.query(
+        "select count(*) filter (where analysis_status = 'completed') || ' ' || count(*) || ' ' || \
+                (select count(*) from learning_submission_jobs) from learning_submissions",
+    )?;
+    ensure!(
+        summary == format!("{total} {total} 0"),
+        "completed / submissions / jobs left = {summary}, expected {total} {total} 0"
+    );
+    let log = fixtures::StubCalls::read(calls);
+    let submissions = db.query("select id || ' ' || kind from learning_submissions")?;
+    for line in submissions.lines() {
+        let (id, kind) = line.split_once(' ').context("id and kind")?;
+        let id = id.parse().context("a uuid")?;
+        let expected_vision = usize::from(kind != "text");
+        let (vision, feedback) = (log.count("vision", id), log.count("feedback", id));
+        if vision != expected_vision || feedback != 1 {
+            bail!(
+                "submission {id} ({kind}): {vision} vision and {feedback} feedback calls; expected {expected_vision} and 1"
+            );
+        }
+    }
+    Ok(())
+}
+
+fn newest_backup(backups: &Path) -> anyhow::Result<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(backups)?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.is_dir())
+        .collect();
+    dirs.sort();
+    dirs.pop()
+        .context("backup-cron created no backup directory")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+struct Report {
+    submissions: usize,
+    worker_seconds: f64,
+    backup_bytes: u64,
+    compared: Vec<(&'static str, String)>,
+    after_build_seconds: f64,
+    total_seconds: f64,
+}
+
+#[expect(clippy::print_stdout, reason = "the report is xtask's output")]
+fn report(report: &Report) {
+    println!("e2e report");
+    println!(
+        "  submissions completed exactly once: {} (2 workers, {:.1} s, {:.0} jobs/s)",
+        report.submissions,
+        report.worker_seconds,
+        report.submissions as f64 / report.worker_seconds.max(0.001)
+    );
+    println!(
+        "  backup: ok, verified, {} bytes (dump + storage)",
+        report.backup_bytes
+    );
+    let tables: Vec<String> = report
+        .compared
+        .iter()
+        .map(|(table, rows)| format!("{table}={rows}"))
+        .collect();
+    println!(
+        "  restore: rows and contents identical ({})",
+        tables.join(", ")
+    );
+    println!(
+        "  time: {:.1} s after the build, {:.1} s in all",
+        report.after_build_seconds, report.total_seconds
+    );
+}
