@@ -169,7 +169,11 @@ fn collect_rust_files(dir: &Path, files: &mut Vec<PathBuf>) {
 #[test]
 fn deployment_files_carry_no_credentials() {
     let root = project_root();
-    let mut files = vec![root.join("compose.yaml"), root.join("README.md"), root.join(".dockerignore")];
+    let mut files = vec![
+        root.join("compose.yaml"),
+        root.join("README.md"),
+        root.join(".dockerignore"),
+    ];
     for dir in ["deploy", "docs"] {
         collect_all_files(&root.join(dir), &mut files);
     }
@@ -184,7 +188,10 @@ fn deployment_files_carry_no_credentials() {
                 .collect::<Vec<_>>()
         })
         .collect();
-    assert!(offenders.is_empty(), "credentials in tracked deployment files: {offenders:#?}");
+    assert!(
+        offenders.is_empty(),
+        "credentials in tracked deployment files: {offenders:#?}"
+    );
 }
 
 /// A URL with a literal password, or a password variable set to a literal value.
@@ -192,14 +199,18 @@ fn looks_like_a_credential(line: &str) -> bool {
     let url_with_password = line.split("://").skip(1).any(|rest| {
         let authority = rest.split(['/', ' ', '\'', '"']).next().unwrap_or("");
         authority.rsplit_once('@').is_some_and(|(userinfo, _)| {
-            userinfo.split_once(':').is_some_and(|(_, password)| !password.is_empty() && !password.starts_with('%'))
+            userinfo
+                .split_once(':')
+                .is_some_and(|(_, password)| !password.is_empty() && !password.starts_with('%'))
         })
     });
     let upper = line.to_ascii_uppercase();
     let literal_password_setting = ["PASSWORD=", "PASSWORD: "].iter().any(|key| {
         upper.match_indices(key).any(|(at, _)| {
             let value = line[at + key.len()..].trim_start_matches(['"', '\'']);
-            !upper[..at].ends_with("_FILE") && !value.is_empty() && !value.starts_with(['$', '/', '*'])
+            !upper[..at].ends_with("_FILE")
+                && !value.is_empty()
+                && !value.starts_with(['$', '/', '*'])
         })
     });
     url_with_password || literal_password_setting
@@ -224,7 +235,9 @@ fn the_credential_check_catches_credentials() {
 }
 
 fn collect_all_files(dir: &Path, files: &mut Vec<PathBuf>) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries {
         let path = entry.unwrap().path();
         if path.is_dir() {
