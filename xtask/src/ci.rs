@@ -1,4 +1,5 @@
-//! `cargo xtask ci`: the only CI entry point, so a local run and CI behave alike.
+//! `cargo xtask ci`: the only CI entry point, so a local run and CI behave alike:
+//! fmt, clippy, build the tests (timed on its own), run them, then `e2e`.
 
 use std::time::Instant;
 
@@ -22,6 +23,7 @@ pub(crate) fn run(sh: &Shell) -> anyhow::Result<()> {
     step("test", || {
         cmd!(sh, "{cargo} test --workspace --locked").run()
     })?;
+    step("e2e", || crate::e2e::run(sh))?;
     Ok(())
 }
 

@@ -11,6 +11,13 @@ the value, as with Docker secrets):
       the worker refuses postgres, service_role, supabase_admin and any superuser or
       BYPASSRLS role unless ALLOW_SERVICE_DSN_FOR_TESTING=true.
 
+Ollama backend (AI_BACKEND=local):
+  OLLAMA_BASE_URL     default http://ollama:11434
+  AI_VISION_MODEL     default qwen2.5vl:3b (images and PDF pages)
+  AI_FEEDBACK_MODEL   default gpt-oss:latest
+  AI_TIMEOUT_VISION   seconds per call, default 30
+  AI_TIMEOUT_FEEDBACK seconds per call, default 15
+
 Stub backend knobs (AI_BACKEND=stub):
   AI_STUB_DELAY_MS    each adapter call takes this long
   AI_STUB_FAIL        phase:kind:n,... e.g. vision:transient:2 (fails while retry_count < 2)

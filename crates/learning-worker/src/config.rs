@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use dsn::Environment;
+use worker_core::ollama::OllamaConfig;
 use worker_core::stub::{StubAdapter, parse_stub_failures};
 
 use crate::cli::Settings;
@@ -38,6 +39,14 @@ pub(crate) enum LogFormat {
     Json,
 }
 
+/// `AI_BACKEND`.
+pub(crate) enum Backend {
+    /// Deterministic, no network.
+    Stub(StubAdapter),
+    /// Ollama.
+    Local(OllamaConfig),
+}
+
 /// The validated configuration, and the warnings to log once logging is up.
 pub(crate) struct Config {
     pub(crate) variable: &'static str,
@@ -49,7 +58,7 @@ pub(crate) struct Config {
     pub(crate) poll_interval: Duration,
     pub(crate) shutdown_grace: Duration,
     pub(crate) health_addr: Option<SocketAddr>,
-    pub(crate) stub: StubAdapter,
+    pub(crate) backend: Backend,
     pub(crate) allow_privileged: bool,
     pub(crate) warnings: Vec<String>,
 }
@@ -139,8 +148,8 @@ pub(crate) fn load(settings: &Settings, env: &Environment) -> Result<Config, Con
         })?),
         None => None,
     };
-    let stub = match non_empty(settings.ai_backend.as_deref()).unwrap_or("stub") {
-        "stub" => StubAdapter {
+    let backend = match non_empty(settings.ai_backend.as_deref()).unwrap_or("stub") {
+        "stub" => Backend::Stub(StubAdapter {
             delay: Duration::from_millis(lenient(
                 env.var("AI_STUB_DELAY_MS")?,
                 "AI_STUB_DELAY_MS",
@@ -151,12 +160,34 @@ pub(crate) fn load(settings: &Settings, env: &Environment) -> Result<Config, Con
             failures: parse_stub_failures(env.var("AI_STUB_FAIL")?.unwrap_or(""))
                 .map_err(|reason| ConfigError(format!("AI_STUB_FAIL: {reason}")))?,
             call_log: env.var("AI_STUB_CALL_LOG")?.map(PathBuf::from),
-        },
-        "local" => {
-            return Err(ConfigError(
-                "AI_BACKEND=local: the Ollama backend is not part of this build yet; use AI_BACKEND=stub".to_owned(),
-            ));
-        }
+        }),
+        "local" => Backend::Local(OllamaConfig {
+            base_url: non_empty(env.var("OLLAMA_BASE_URL")?)
+                .unwrap_or("http://ollama:11434")
+                .to_owned(),
+            vision_model: non_empty(env.var("AI_VISION_MODEL")?)
+                .unwrap_or("qwen2.5vl:3b")
+                .to_owned(),
+            feedback_model: non_empty(env.var("AI_FEEDBACK_MODEL")?)
+                .unwrap_or("gpt-oss:latest")
+                .to_owned(),
+            vision_timeout: lenient_seconds(
+                env.var("AI_TIMEOUT_VISION")?,
+                "AI_TIMEOUT_VISION",
+                30.0,
+                0.1,
+                &mut warnings,
+            ),
+            feedback_timeout: lenient_seconds(
+                env.var("AI_TIMEOUT_FEEDBACK")?,
+                "AI_TIMEOUT_FEEDBACK",
+                15.0,
+                0.1,
+                &mut warnings,
+            ),
+            storage_root: non_empty(settings.storage_root.as_deref()).map(PathBuf::from),
+            pdf_tools_path: None,
+        }),
         other => {
             return Err(ConfigError(format!(
                 "AI_BACKEND: expected stub or local, got {other:?}"
@@ -174,7 +205,7 @@ pub(crate) fn load(settings: &Settings, env: &Environment) -> Result<Config, Con
         poll_interval,
         shutdown_grace,
         health_addr,
-        stub,
+        backend,
         allow_privileged,
         warnings,
     })

@@ -18,12 +18,14 @@ use clap::Parser as _;
 use deadpool_postgres::{Manager, Pool};
 use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
+use worker_core::adapter::{FeedbackAdapter, VisionAdapter};
 use worker_core::metrics::Metrics;
+use worker_core::ollama::OllamaAdapter;
 use worker_core::pipeline::Pipeline;
 use worker_core::worker::{self, Mode, WorkerConfig};
 
 use crate::cli::{Cli, Command};
-use crate::config::{Config, ConfigError};
+use crate::config::{Backend, Config, ConfigError};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -102,11 +104,30 @@ async fn run(command: Command, config: Config) -> Result<ExitCode, Failure> {
     }
     let queue_config = lease::QueueConfig::new("public.learning_submission_jobs", "submission_id")
         .context("the queue table name is valid")?;
-    let stub = Arc::new(config.stub.clone());
+    let (vision, feedback): (Arc<dyn VisionAdapter>, Arc<dyn FeedbackAdapter>) = match &config
+        .backend
+    {
+        Backend::Stub(stub) => {
+            let stub = Arc::new(stub.clone());
+            (stub.clone(), stub)
+        }
+        Backend::Local(ollama) => {
+            if ollama.storage_root.is_none() {
+                tracing::warn!(
+                    "LEARNING_STORAGE_ROOT is not set: image and PDF submissions will fail"
+                );
+            }
+            let adapter = Arc::new(
+                OllamaAdapter::new(ollama.clone()).context("cannot build the HTTP client")?,
+            );
+            tracing::info!(base_url = %ollama.base_url, vision_model = %ollama.vision_model, feedback_model = %ollama.feedback_model, "AI backend: Ollama");
+            (adapter.clone(), adapter)
+        }
+    };
     let pipeline = Arc::new(Pipeline {
         queue: lease::Queue::new(pool, &queue_config),
-        vision: stub.clone(),
-        feedback: stub,
+        vision,
+        feedback,
         max_retries: config.max_retries,
         backoff: config.backoff,
     });

@@ -4,7 +4,8 @@
 //! - [`schema`]: the database contract (tables, row-level security, the notify
 //!   trigger, the three `SECURITY DEFINER` helpers, the `gustav_worker` role).
 //! - [`adapter`]: the vision (OCR) and feedback steps as traits with
-//!   transient/permanent errors; [`stub`] is the deterministic backend.
+//!   transient/permanent errors; [`stub`] is the deterministic backend and
+//!   [`ollama`] the real one (`AI_BACKEND=local`).
 //! - [`pipeline`]: one job's life, step by step, every write fenced by its lease.
 //! - [`worker`]: the loop — concurrency, heartbeats, wake-ups, shutdown, drain.
 //! - [`metrics`]: counters for `/metrics`; [`health`]: `/healthz`, `/readyz`, `/metrics`.
@@ -77,6 +78,7 @@
 pub mod adapter;
 pub mod health;
 pub mod metrics;
+pub mod ollama;
 pub mod pipeline;
 pub mod schema;
 pub mod stub;

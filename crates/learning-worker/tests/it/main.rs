@@ -525,3 +525,51 @@ async fn two_processes_with_jobs_longer_than_the_lease_process_each_once() {
         .get(0);
     assert_eq!(completed, 4);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_local_backend_talks_to_ollama() {
+    let ollama = fixtures::fake_ollama::FakeOllama::start().await;
+    let mut world = World::new().await;
+    let client = world.db.connect().await.unwrap();
+    let storage = tempfile::tempdir().unwrap();
+    let image = fixtures::submission()
+        .image()
+        .insert(&client)
+        .await
+        .unwrap();
+    image.write_file(storage.path()).unwrap();
+    fixtures::job()
+        .submission(&image)
+        .insert(&client)
+        .await
+        .unwrap();
+    fixtures::job().insert(&client).await.unwrap();
+    world
+        .set("AI_BACKEND", "local")
+        .set("OLLAMA_BASE_URL", &ollama.base_url())
+        .set(
+            "LEARNING_STORAGE_ROOT",
+            &storage.path().display().to_string(),
+        );
+
+    let output = tokio::task::block_in_place(|| world.run(&["drain"]));
+
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let completed: i64 = client
+        .query_one(
+            "select count(*) from learning_submissions where analysis_status = 'completed'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(completed, 2);
+    assert_eq!(
+        ollama.requests(fixtures::fake_ollama::VISION_MODEL).len(),
+        1
+    );
+    assert_eq!(
+        ollama.requests(fixtures::fake_ollama::FEEDBACK_MODEL).len(),
+        2
+    );
+}

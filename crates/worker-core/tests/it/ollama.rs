@@ -1,0 +1,431 @@
+//! The `local` backend against a fake Ollama: each way the model server can answer
+//! ends the submission in the right state, and the requests it sees are right.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use fixtures::{SubmissionKind, SubmissionRow, TestDb};
+use worker_core::ollama::{OllamaAdapter, OllamaConfig};
+
+use crate::harness::Setup;
+use fixtures::fake_ollama::{Answer, FEEDBACK_MODEL, FakeOllama, VISION_MODEL};
+
+/// (analysis_status, error_code, job status or "none", job retry_count)
+type State = (String, Option<String>, String, i32);
+
+struct World {
+    db: TestDb,
+    client: tokio_postgres::Client,
+    ollama: FakeOllama,
+    storage: tempfile::TempDir,
+}
+
+impl World {
+    async fn new() -> World {
+        let db = TestDb::new().await.unwrap();
+        let client = db.connect().await.unwrap();
+        World {
+            db,
+            client,
+            ollama: FakeOllama::start().await,
+            storage: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn adapter(&self, pdf_tools_path: Option<&str>) -> Arc<OllamaAdapter> {
+        Arc::new(
+            OllamaAdapter::new(OllamaConfig {
+                base_url: self.ollama.base_url(),
+                vision_model: VISION_MODEL.to_owned(),
+                feedback_model: FEEDBACK_MODEL.to_owned(),
+                vision_timeout: Duration::from_secs(5),
+                feedback_timeout: Duration::from_secs(1),
+                storage_root: Some(self.storage.path().to_owned()),
+                pdf_tools_path: pdf_tools_path.map(Into::into),
+            })
+            .unwrap(),
+        )
+    }
+
+    async fn submit(&self, new: fixtures::NewSubmission) -> SubmissionRow {
+        let submission = new.insert(&self.client).await.unwrap();
+        submission.write_file(self.storage.path()).unwrap();
+        fixtures::job()
+            .submission(&submission)
+            .insert(&self.client)
+            .await
+            .unwrap();
+        submission
+    }
+
+    async fn drain(&self, pdf_tools_path: Option<&str>) {
+        let adapter = self.adapter(pdf_tools_path);
+        let mut setup = Setup::new();
+        setup.vision = Some(adapter.clone());
+        setup.feedback = Some(adapter);
+        setup.drain(&self.db).await;
+    }
+
+    /// (analysis_status, error_code, job status or "none", job retry_count)
+    async fn state(&self, submission: &SubmissionRow) -> State {
+        let row = self
+            .client
+            .query_one(
+                "select s.analysis_status, s.error_code, coalesce(j.status, 'none'), coalesce(j.retry_count, -1) \
+                 from learning_submissions s left join learning_submission_jobs j on j.submission_id = s.id \
+                 where s.id = $1",
+                &[&submission.id],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1), row.get(2), row.get(3))
+    }
+
+    async fn analysis(&self, submission: &SubmissionRow) -> (String, String, serde_json::Value) {
+        let row = self
+            .client
+            .query_one("select text_body, feedback_md, analysis_json from learning_submissions where id = $1", &[&submission.id])
+            .await
+            .unwrap();
+        (row.get(0), row.get(1), row.get(2))
+    }
+}
+
+fn completed() -> State {
+    ("completed".to_owned(), None, "none".to_owned(), -1)
+}
+
+fn retried(code: &str) -> State {
+    (
+        "pending".to_owned(),
+        Some(code.to_owned()),
+        "queued".to_owned(),
+        1,
+    )
+}
+
+fn failed(code: &str) -> State {
+    (
+        "failed".to_owned(),
+        Some(code.to_owned()),
+        "failed".to_owned(),
+        0,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_is_transcribed_and_gets_parsed_feedback() {
+    let world = World::new().await;
+    let submission = world.submit(fixtures::submission().image()).await;
+
+    world.drain(None).await;
+
+    assert_eq!(world.state(&submission).await, completed());
+    let vision = world.ollama.requests(VISION_MODEL);
+    assert_eq!(vision.len(), 1);
+    assert_eq!(vision[0]["stream"], false);
+    let image = base64::engine::general_purpose::STANDARD.encode(fixtures::SAMPLE_PNG);
+    assert_eq!(
+        vision[0]["images"],
+        serde_json::json!([image]),
+        "standard padded base64 of the file"
+    );
+    let feedback = world.ollama.requests(FEEDBACK_MODEL);
+    assert_eq!(feedback.len(), 1);
+    assert_eq!(feedback[0]["stream"], false);
+    assert!(
+        feedback[0]["prompt"]
+            .as_str()
+            .unwrap()
+            .contains("Plants use light to make sugar."),
+        "the OCR text goes to feedback"
+    );
+    let (text, feedback_md, analysis) = world.analysis(&submission).await;
+    assert_eq!(
+        text,
+        "# Transcribed page\n\nPlants use light to make sugar."
+    );
+    assert_eq!(feedback_md, "Good explanation; mention chlorophyll.");
+    assert_eq!(analysis["schema"], "criteria.v2");
+    assert_eq!(analysis["parse_status"], "parsed");
+    assert_eq!(analysis["score"], 70);
+    assert_eq!(analysis["criteria_results"][1]["score"], 4);
+    assert_eq!(analysis["criteria_results"][1]["max_score"], 10);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_text_is_sent_verbatim_without_vision() {
+    let world = World::new().await;
+    let text = "Line one: ça marche!\n  indented \"quoted\" {braces} and ```fences```";
+    let submission = world.submit(fixtures::submission().text(text)).await;
+
+    world.drain(None).await;
+
+    assert_eq!(world.state(&submission).await, completed());
+    assert!(world.ollama.requests(VISION_MODEL).is_empty());
+    let prompt = world.ollama.requests(FEEDBACK_MODEL)[0]["prompt"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(prompt.contains(text), "verbatim: {prompt}");
+    assert!(
+        prompt.contains("Explain how plants turn light into sugar."),
+        "the instruction"
+    );
+    assert!(prompt.contains("- Names photosynthesis"), "the criteria");
+    assert!(
+        prompt.contains("Think about where the energy comes from."),
+        "the hints"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn server_trouble_is_retried_and_refusals_fail() {
+    let cases: [(&str, Answer, State); 6] = [
+        (
+            "slow",
+            Answer::Slow(Duration::from_secs(3)),
+            retried("feedback_retrying"),
+        ),
+        ("429", Answer::Status(429), retried("feedback_retrying")),
+        ("500", Answer::Status(500), retried("feedback_retrying")),
+        ("dropped", Answer::Drop, retried("feedback_retrying")),
+        (
+            "empty",
+            Answer::Reply("   ".to_owned()),
+            retried("feedback_retrying"),
+        ),
+        ("400", Answer::Status(400), failed("feedback_failed")),
+    ];
+    for (name, answer, expected) in cases {
+        let world = World::new().await;
+        world.ollama.script(FEEDBACK_MODEL, &[answer]);
+        let submission = world.submit(fixtures::submission()).await;
+
+        world.drain(None).await;
+
+        assert_eq!(world.state(&submission).await, expected, "{name}");
+        let row = world
+            .client
+            .query_one(
+                "select coalesce(feedback_last_error, '') from learning_submissions where id = $1",
+                &[&submission.id],
+            )
+            .await
+            .unwrap();
+        let message: String = row.get(0);
+        assert!(
+            message.len() < 100 && !message.contains("scripted"),
+            "{name}: short, no reply text: {message}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reply_that_is_not_json_is_still_feedback() {
+    let world = World::new().await;
+    world.ollama.script(
+        FEEDBACK_MODEL,
+        &[Answer::Reply(
+            "Nice work, but explain the role of light.".to_owned(),
+        )],
+    );
+    let submission = world.submit(fixtures::submission()).await;
+
+    world.drain(None).await;
+
+    assert_eq!(world.state(&submission).await, completed());
+    let (_, feedback_md, analysis) = world.analysis(&submission).await;
+    assert_eq!(feedback_md, "Nice work, but explain the role of light.");
+    assert_eq!(analysis["parse_status"], "model");
+    assert_eq!(analysis["schema"], "criteria.v2");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_or_wrong_files_fail_permanently_without_a_model_call() {
+    let world = World::new().await;
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.png"), fixtures::SAMPLE_PNG).unwrap();
+    std::os::unix::fs::symlink(
+        outside.path().join("secret.png"),
+        world.storage.path().join("link.png"),
+    )
+    .unwrap();
+    // Hostile keys: inserted with their jobs, but no file is written for them.
+    let mut hostile = Vec::new();
+    for key in ["../../etc/passwd", "/etc/passwd", "link.png"] {
+        let submission = fixtures::submission()
+            .image()
+            .storage_key(key)
+            .insert(&world.client)
+            .await
+            .unwrap();
+        fixtures::job()
+            .submission(&submission)
+            .insert(&world.client)
+            .await
+            .unwrap();
+        hostile.push(submission);
+    }
+    let [traversal, absolute, symlink_out] = <[SubmissionRow; 3]>::try_from(hostile).unwrap();
+    let png_as_jpeg = world
+        .submit(fixtures::submission().file_content(
+            SubmissionKind::Image,
+            fixtures::SAMPLE_PNG,
+            "image/jpeg",
+            "jpg",
+        ))
+        .await;
+    let huge: Vec<u8> = fixtures::SAMPLE_PNG
+        .iter()
+        .copied()
+        .chain(std::iter::repeat_n(0, 11 * 1024 * 1024))
+        .collect();
+    let too_big = world
+        .submit(fixtures::submission().file_content(
+            SubmissionKind::Image,
+            &huge,
+            "image/png",
+            "png",
+        ))
+        .await;
+    let tampered = world.submit(fixtures::submission().image()).await;
+    std::fs::write(
+        world
+            .storage
+            .path()
+            .join(tampered.storage_key.as_ref().unwrap()),
+        b"\x89PNG\r\n\x1a\nchanged",
+    )
+    .unwrap();
+
+    world.drain(None).await;
+
+    for (name, submission) in [
+        ("traversal", &traversal),
+        ("absolute", &absolute),
+        ("symlink out of the root", &symlink_out),
+        ("png declared as jpeg", &png_as_jpeg),
+        ("larger than 10 MiB", &too_big),
+        ("size and sha256 differ", &tampered),
+    ] {
+        assert_eq!(
+            world.state(submission).await,
+            failed("vision_failed"),
+            "{name}"
+        );
+    }
+    assert!(
+        world.ollama.requests(VISION_MODEL).is_empty(),
+        "no file was sent anywhere"
+    );
+    for submission in [&traversal, &absolute, &symlink_out] {
+        let message: String = world
+            .client
+            .query_one(
+                "select vision_last_error from learning_submissions where id = $1",
+                &[&submission.id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            message, "storage key escapes the storage root",
+            "{:?}",
+            submission.storage_key
+        );
+    }
+    let message: String = world
+        .client
+        .query_one(
+            "select vision_last_error from learning_submissions where id = $1",
+            &[&png_as_jpeg.id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(message, "declared image/jpeg but the file is image/png");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pdf_with_a_text_layer_needs_no_model_for_vision() {
+    let world = World::new().await;
+    let submission = world.submit(fixtures::submission().pdf()).await;
+
+    world.drain(None).await;
+
+    assert_eq!(world.state(&submission).await, completed());
+    assert!(
+        world.ollama.requests(VISION_MODEL).is_empty(),
+        "no vision call"
+    );
+    let (text, _, _) = world.analysis(&submission).await;
+    assert!(text.contains("Plants turn light into sugar."), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pdf_without_text_is_rasterised_or_fails_clearly() {
+    let world = World::new().await;
+    let scan = || {
+        fixtures::submission().file_content(
+            SubmissionKind::File,
+            fixtures::SAMPLE_PDF_WITHOUT_TEXT,
+            "application/pdf",
+            "pdf",
+        )
+    };
+    let rasterised = world.submit(scan()).await;
+
+    world.drain(None).await;
+
+    assert_eq!(
+        world.state(&rasterised).await,
+        completed(),
+        "pdftoppm is installed where the tests run"
+    );
+    let vision = world.ollama.requests(VISION_MODEL);
+    assert_eq!(vision.len(), 1, "one image per page");
+    let page = base64::engine::general_purpose::STANDARD
+        .decode(vision[0]["images"][0].as_str().unwrap())
+        .unwrap();
+    assert!(page.starts_with(b"\x89PNG"), "the page went as a PNG");
+
+    let without_tools = world.submit(scan()).await;
+    world.drain(Some("/nonexistent")).await;
+    assert_eq!(world.state(&without_tools).await, failed("vision_failed"));
+    let message: String = world
+        .client
+        .query_one(
+            "select vision_last_error from learning_submissions where id = $1",
+            &[&without_tools.id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(message.contains("pdftoppm is not installed"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rendered_page_images_are_sent_one_per_call() {
+    let world = World::new().await;
+    std::fs::create_dir_all(world.storage.path().join("pages")).unwrap();
+    for page in ["p1.png", "p2.png"] {
+        std::fs::write(
+            world.storage.path().join("pages").join(page),
+            fixtures::SAMPLE_PNG,
+        )
+        .unwrap();
+    }
+    let metadata = serde_json::json!({"page_keys": ["pages/p1.png", "pages/p2.png"]});
+    let submission = world
+        .submit(fixtures::submission().pdf().internal_metadata(metadata))
+        .await;
+
+    world.drain(None).await;
+
+    assert_eq!(world.state(&submission).await, completed());
+    assert_eq!(world.ollama.requests(VISION_MODEL).len(), 2);
+    let (text, _, _) = world.analysis(&submission).await;
+    assert_eq!(text.matches("# Transcribed page").count(), 2);
+}
