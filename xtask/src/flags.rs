@@ -9,7 +9,9 @@ usage: cargo xtask <task>
 tasks:
   ci              cargo fmt --check, clippy -D warnings, build the tests, run them, e2e
   e2e             the whole system on a throwaway PostgreSQL (release binaries)
-  e2e --compose   the same scenario against compose.yaml (needs a Docker engine)";
+  e2e --compose   the same scenario against compose.yaml (needs a Docker engine)
+  bench           backup and worker benchmarks against the usual alternatives
+  bench --quick   a smoke run of the same, under a minute or two";
 
 /// What to do.
 pub(crate) enum Task {
@@ -19,6 +21,11 @@ pub(crate) enum Task {
     E2e {
         /// `--compose`.
         compose: bool,
+    },
+    /// Benchmarks; a smoke run when `quick`.
+    Bench {
+        /// `--quick`.
+        quick: bool,
     },
     /// Print the usage.
     Help,
@@ -32,6 +39,11 @@ impl Task {
                 None => Task::E2e { compose: false },
                 Some("--compose") => Task::E2e { compose: true },
                 Some(other) => bail!("unknown e2e flag `{other}`\n\n{USAGE}"),
+            },
+            Some("bench") => match args.next().as_deref() {
+                None => Task::Bench { quick: false },
+                Some("--quick") => Task::Bench { quick: true },
+                Some(other) => bail!("unknown bench flag `{other}`\n\n{USAGE}"),
             },
             Some("help" | "--help" | "-h") | None => Task::Help,
             Some(other) => bail!("unknown task `{other}`\n\n{USAGE}"),

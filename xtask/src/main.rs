@@ -4,6 +4,7 @@
 //! Repository rules (module docs, no `Command::new`, no raw `INSERT` in tests, …) are
 //! `#[test]`s in `tidy.rs`, so `cargo test` enforces them like any other test.
 
+mod bench;
 mod ci;
 mod compose;
 mod e2e;
@@ -34,6 +35,7 @@ fn run() -> anyhow::Result<()> {
         flags::Task::Ci => ci::run(&sh),
         flags::Task::E2e { compose: false } => e2e::run(&sh),
         flags::Task::E2e { compose: true } => compose::run(&sh),
+        flags::Task::Bench { quick } => bench::run(&sh, quick),
         flags::Task::Help => {
             eprintln!("{}", flags::USAGE);
             Ok(())

@@ -1,0 +1,539 @@
+//! `cargo xtask bench [--quick]`: speed and memory, measured in one run on one
+//! machine side by side with what users would otherwise run, so that ratios — not
+//! absolute times on a shared machine — carry the result.
+//!
+//! Prints markdown tables and writes the raw numbers to `target/bench/*.json`.
+//! BENCHMARKS.md records results, the machine and how to reproduce them.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, ensure};
+use xshell::{Shell, cmd};
+
+use crate::project_root;
+
+struct Settings {
+    runs: usize,
+    scale: u32,
+    notes_rows: u32,
+    jobs: u32,
+    pickups: u32,
+}
+
+pub(crate) fn run(sh: &Shell, quick: bool) -> anyhow::Result<()> {
+    let settings = if quick {
+        Settings {
+            runs: 1,
+            scale: 2,
+            notes_rows: 20_000,
+            jobs: 2_000,
+            pickups: 30,
+        }
+    } else {
+        Settings {
+            runs: 3,
+            scale: 20,
+            notes_rows: 400_000,
+            jobs: 20_000,
+            pickups: 300,
+        }
+    };
+    ensure!(
+        Path::new("/usr/bin/time").exists(),
+        "GNU time is needed for peak RSS: apt-get install time"
+    );
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    eprintln!("xtask bench: build (release)");
+    cmd!(
+        sh,
+        "{cargo} build --release --locked -p backup-cron -p learning-worker"
+    )
+    .run()?;
+    cmd!(
+        sh,
+        "{cargo} build --release --locked -p lease --example noop_drain"
+    )
+    .run()?;
+    let out_dir = project_root().join("target/bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let cluster = fixtures::TestCluster::start().context("cannot start PostgreSQL")?;
+    let scratch = tempfile::Builder::new().prefix("bench-").tempdir()?;
+    let backup = backup_cases(sh, &cluster, scratch.path(), &settings)?;
+    std::fs::write(out_dir.join("backup.json"), &backup)?;
+    let worker = worker_cases(sh, &cluster, &settings)?;
+    std::fs::write(out_dir.join("worker.json"), &worker)?;
+    eprintln!("xtask bench: raw numbers in {}", out_dir.display());
+    Ok(())
+}
+
+/// One measured process run.
+#[derive(Clone, Copy)]
+struct Sample {
+    seconds: f64,
+    peak_rss_kib: u64,
+}
+
+/// Runs `script` with `sh -c` under GNU time. A shell is the honest harness here:
+/// the baselines *are* shell pipelines (`pg_dump | gzip`).
+fn measure(sh: &Shell, script: &str, env: &[(&str, String)]) -> anyhow::Result<Sample> {
+    let rss_file = tempfile::NamedTempFile::new()?;
+    let rss_path = rss_file.path().to_owned();
+    let mut command = cmd!(sh, "/usr/bin/time -f %M -o {rss_path} sh -c {script}");
+    for (name, value) in env {
+        command = command.env(name, value);
+    }
+    let started = Instant::now();
+    command.quiet().run()?;
+    let seconds = started.elapsed().as_secs_f64();
+    let peak_rss_kib = std::fs::read_to_string(&rss_path)?
+        .trim()
+        .lines()
+        .last()
+        .unwrap_or("0")
+        .parse()?;
+    Ok(Sample {
+        seconds,
+        peak_rss_kib,
+    })
+}
+
+fn stats(samples: &[Sample]) -> (f64, f64, f64, u64) {
+    let mut seconds: Vec<f64> = samples.iter().map(|s| s.seconds).collect();
+    seconds.sort_by(f64::total_cmp);
+    let median = seconds[seconds.len() / 2];
+    let rss = samples.iter().map(|s| s.peak_rss_kib).max().unwrap_or(0);
+    (median, seconds[0], seconds[seconds.len() - 1], rss)
+}
+
+struct Psql<'a> {
+    sh: &'a Shell,
+    cluster: &'a fixtures::TestCluster,
+}
+
+impl Psql<'_> {
+    fn run(&self, db: &str, sql: &str) -> anyhow::Result<String> {
+        let (psql, socket, port) = (
+            self.cluster.bin_dir().join("psql"),
+            self.cluster.socket_dir(),
+            self.cluster.port().to_string(),
+        );
+        let sh = self.sh;
+        Ok(cmd!(
+            sh,
+            "{psql} -X -q -At -v ON_ERROR_STOP=1 -h {socket} -p {port} -U postgres -d {db}"
+        )
+        .env("PGOPTIONS", "-c client_min_messages=warning")
+        .stdin(sql)
+        .read()?)
+    }
+
+    /// The superuser over the unix socket (trust).
+    fn dsn(&self, db: &str) -> String {
+        self.dsn_as("postgres", db)
+    }
+
+    /// `user` over the unix socket (trust): no password involved in the measurement.
+    fn dsn_as(&self, user: &str, db: &str) -> String {
+        format!(
+            "host={} port={} user={user} dbname={db}",
+            self.cluster.socket_dir().display(),
+            self.cluster.port()
+        )
+    }
+}
+
+fn backup_cases(
+    sh: &Shell,
+    cluster: &fixtures::TestCluster,
+    scratch: &Path,
+    settings: &Settings,
+) -> anyhow::Result<String> {
+    let psql = Psql { sh, cluster };
+    let pgbench = cluster.bin_dir().join("pgbench");
+    let pg_dump = cluster.bin_dir().join("pg_dump");
+    let (socket, port) = (cluster.socket_dir(), cluster.port().to_string());
+    let has_pigz = cmd!(sh, "sh -c 'command -v pigz'")
+        .quiet()
+        .ignore_status()
+        .read()
+        .is_ok_and(|path| !path.is_empty());
+    let mut rows = Vec::new();
+    let mut json = Vec::new();
+    for (label, factor) in [("1x", 1u32), ("2x", 2)] {
+        let db = format!("bench_{label}");
+        eprintln!(
+            "xtask bench: dataset {label}: pgbench scale {} + {} markdown rows",
+            settings.scale * factor,
+            settings.notes_rows * factor
+        );
+        psql.run("postgres", &format!("create database {db}"))?;
+        let scale = (settings.scale * factor).to_string();
+        cmd!(
+            sh,
+            "{pgbench} -i -q -s {scale} -h {socket} -p {port} -U postgres {db}"
+        )
+        .quiet()
+        .ignore_stderr()
+        .run()?;
+        psql.run(
+            &db,
+            &format!(
+                "create table notes as select n, '# Note ' || n || E'\\n\\nStudents explain **photosynthesis**: light, water and CO2 become sugar. ' \
+                 || repeat(md5(n::text) || ' ', 3) || E'\\n- criterion ' || (n % 7) as body \
+                 from generate_series(1, {}) n",
+                settings.notes_rows * factor
+            ),
+        )?;
+        let dsn = psql.dsn(&db);
+        let floor_script = format!(
+            "{} --format=plain --no-owner -d '{dsn}' > /dev/null",
+            pg_dump.display()
+        );
+        let out = scratch.join(format!("out-{label}"));
+        std::fs::create_dir_all(&out)?;
+        let mut cases: Vec<(String, String, Vec<(&str, String)>, Option<PathBuf>)> = vec![
+            ("pg_dump > /dev/null".to_owned(), floor_script, vec![], None),
+            (
+                "pg_dump | gzip -6".to_owned(),
+                format!(
+                    "{} --format=plain --no-owner -d '{dsn}' | gzip -6 > {}/gzip.sql.gz",
+                    pg_dump.display(),
+                    out.display()
+                ),
+                vec![],
+                Some(out.join("gzip.sql.gz")),
+            ),
+        ];
+        if has_pigz {
+            cases.push((
+                "pg_dump | pigz -6".to_owned(),
+                format!(
+                    "{} --format=plain --no-owner -d '{dsn}' | pigz -6 > {}/pigz.sql.gz",
+                    pg_dump.display(),
+                    out.display()
+                ),
+                vec![],
+                Some(out.join("pigz.sql.gz")),
+            ));
+        }
+        let backup_cron = project_root().join("target/release/backup-cron");
+        for level in ["6", "1"] {
+            let dir = out.join(format!("backup-cron-{level}"));
+            cases.push((
+                format!("backup-cron once (level {level})"),
+                format!(
+                    "rm -rf {dir} && {} once",
+                    backup_cron.display(),
+                    dir = dir.display()
+                ),
+                vec![
+                    ("BACKUP_DIR", dir.display().to_string()),
+                    ("DATABASE_URL", dsn.clone()),
+                    ("PG_DUMP", pg_dump.display().to_string()),
+                    ("BACKUP_COMPRESSION_LEVEL", level.to_owned()),
+                    ("RUST_LOG", "warn".to_owned()),
+                ],
+                Some(dir),
+            ));
+        }
+        let mut floor = None;
+        let count_script = format!(
+            "{} --format=plain --no-owner -d '{dsn}' | wc -c",
+            pg_dump.display()
+        );
+        let uncompressed = cmd!(sh, "sh -c {count_script}").read()?;
+        for (name, script, env, output) in &cases {
+            let samples: Vec<Sample> = (0..settings.runs)
+                .map(|_| measure(sh, script, env))
+                .collect::<Result<_, _>>()?;
+            let (median, min, max, rss) = stats(&samples);
+            let floor_median = *floor.get_or_insert(median);
+            let size = output.as_deref().map(output_size).transpose()?;
+            rows.push(format!(
+                "| {label} | {} | {median:.2} | {min:.2} | {max:.2} | {:.2}× | {} | {:.1} |",
+                name.replace('|', "\\|"),
+                median / floor_median,
+                size.map_or("–".to_owned(), |bytes| format!(
+                    "{:.1}",
+                    bytes as f64 / 1e6
+                )),
+                rss as f64 / 1024.0
+            ));
+            json.push(format!(
+                "{{\"dataset\":\"{label}\",\"case\":\"{name}\",\"median_s\":{median:.4},\"min_s\":{min:.4},\"max_s\":{max:.4},\
+                 \"output_bytes\":{},\"peak_rss_kib\":{rss},\"uncompressed_bytes\":{}}}",
+                size.map_or("null".to_owned(), |bytes| bytes.to_string()),
+                uncompressed.trim()
+            ));
+        }
+        eprintln!(
+            "xtask bench: dataset {label}: {:.0} MB of plain SQL",
+            uncompressed.trim().parse::<f64>().unwrap_or(0.0) / 1e6
+        );
+    }
+    print_table(
+        "Backup (each case a whole process; ratio to `pg_dump > /dev/null` of the same dataset)",
+        "| dataset | case | median s | min s | max s | ratio | output MB | peak RSS MiB |\n|---|---|---|---|---|---|---|---|",
+        &rows,
+    );
+    Ok(format!("[{}]\n", json.join(",\n")))
+}
+
+/// Size of the `.gz` a case wrote: a file, or the dump inside a backup directory.
+fn output_size(path: &Path) -> anyhow::Result<u64> {
+    if path.is_file() {
+        return Ok(std::fs::metadata(path)?.len());
+    }
+    let run = std::fs::read_dir(path)?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .find(|path| path.is_dir())
+        .context("backup-cron wrote no run directory")?;
+    Ok(std::fs::metadata(run.join("supabase_db.sql.gz"))?.len())
+}
+
+fn worker_cases(
+    sh: &Shell,
+    cluster: &fixtures::TestCluster,
+    settings: &Settings,
+) -> anyhow::Result<String> {
+    let psql = Psql { sh, cluster };
+    let schema = project_root().join("crates/worker-core/src/schema.sql");
+    let mut rows = Vec::new();
+    let mut json = Vec::new();
+    let seed = |db: &str, jobs: u32| -> anyhow::Result<()> {
+        psql.run(
+            db,
+            &format!(
+                "insert into courses (title) values ('Bench');
+                 insert into unit_tasks (course_id, instruction_md, criteria) select id, 'Explain.', '[\"A\", \"B\"]' from courses;
+                 insert into learning_submissions (course_id, task_id, student_sub, kind, text_body, attempt_nr)
+                   select t.course_id, t.id, 'student-' || (n % 50), 'text', 'Answer ' || n, 1
+                   from unit_tasks t, generate_series(1, {jobs}) n;
+                 insert into learning_submission_jobs (submission_id, payload)
+                   select id, jsonb_build_object('student_sub', student_sub, 'criteria', '[\"A\", \"B\"]'::jsonb) from learning_submissions;"
+            ),
+        )?;
+        Ok(())
+    };
+    let fresh_db = |name: &str| -> anyhow::Result<String> {
+        psql.run(
+            "postgres",
+            &format!("drop database if exists {name}; create database {name}"),
+        )?;
+        psql.run(name, &std::fs::read_to_string(&schema)?)?;
+        // The worker's own role (RLS and all), over the socket: trust, no password.
+        psql.run(name, "alter role gustav_worker login")?;
+        Ok(name.to_owned())
+    };
+    let noop = project_root().join("target/release/examples/noop_drain");
+    for slots in ["4", "16"] {
+        let db = fresh_db("bench_queue")?;
+        seed(&db, settings.jobs)?;
+        let line = cmd!(sh, "{noop} {slots}")
+            .env("BENCH_DATABASE_URL", psql.dsn_as("gustav_worker", &db))
+            .read()?;
+        let (jobs, seconds) = line.split_once(' ').context("jobs and seconds")?;
+        let rate = jobs.parse::<f64>()? / seconds.parse::<f64>()?;
+        rows.push(format!("| lease alone, no-op jobs | {slots} slots | {rate:.0} jobs/s | {jobs} jobs in {seconds} s |"));
+        json.push(format!(
+            "{{\"case\":\"lease_noop\",\"slots\":{slots},\"jobs_per_s\":{rate:.1}}}"
+        ));
+    }
+    let worker = project_root().join("target/release/learning-worker");
+    for concurrency in ["4", "16"] {
+        let db = fresh_db("bench_worker")?;
+        seed(&db, settings.jobs)?;
+        let dsn = psql.dsn_as("gustav_worker", &db);
+        let started = Instant::now();
+        cmd!(sh, "{worker} drain")
+            .env("LEARNING_DATABASE_URL", &dsn)
+            .env("WORKER_CONCURRENCY", concurrency)
+            .env("WORKER_CONCURRENCY_CAP", "16")
+            .env("RUST_LOG", "warn")
+            .run()?;
+        let seconds = started.elapsed().as_secs_f64();
+        let rate = f64::from(settings.jobs) / seconds;
+        rows.push(format!("| learning-worker drain, stub | concurrency {concurrency} | {rate:.0} jobs/s | {} jobs in {seconds:.2} s (process start included) |", settings.jobs));
+        json.push(format!("{{\"case\":\"worker_pipeline\",\"concurrency\":{concurrency},\"jobs_per_s\":{rate:.1}}}"));
+    }
+    let (latency_row, latency_json) =
+        pickup_latency(&psql, &fresh_db("bench_pickup")?, &worker, settings.pickups)?;
+    rows.push(latency_row);
+    json.push(latency_json);
+    let (heartbeat_row, heartbeat_json) =
+        heartbeat_cost(&psql, &fresh_db("bench_heartbeat")?, &worker)?;
+    rows.push(heartbeat_row);
+    json.push(heartbeat_json);
+    print_table(
+        "Worker and queue",
+        "| case | setting | result | detail |\n|---|---|---|---|",
+        &rows,
+    );
+    Ok(format!("[{}]\n", json.join(",\n")))
+}
+
+/// An idle worker, jobs inserted one at a time: insert → lease, by the database's
+/// own clock (a trigger records the moment each job becomes leased).
+fn pickup_latency(
+    psql: &Psql<'_>,
+    db: &str,
+    worker: &Path,
+    pickups: u32,
+) -> anyhow::Result<(String, String)> {
+    psql.run(
+        db,
+        "create table pickup_log (job_id uuid, created_at timestamptz, leased_at timestamptz);
+         create function log_pickup() returns trigger language plpgsql security definer as $$
+         begin insert into pickup_log values (new.id, new.created_at, clock_timestamp()); return new; end $$;
+         create trigger log_pickup after update of status on learning_submission_jobs
+           for each row when (new.status = 'leased' and old.status = 'queued') execute function log_pickup();
+         insert into courses (title) values ('Bench');
+         insert into unit_tasks (course_id, instruction_md, criteria) select id, 'Explain.', '[]' from courses;
+         insert into learning_submissions (course_id, task_id, student_sub, kind, text_body, attempt_nr)
+           select t.course_id, t.id, 'student', 'text', 'Answer ' || n, 1 from unit_tasks t, generate_series(1, 1000) n;",
+    )?;
+    let dsn = psql.dsn_as("gustav_worker", db);
+    let child = spawn_worker(worker, &dsn, &[])?;
+    // Let it start and go idle (its LISTEN in place) before the first insert.
+    wait_for(|| {
+        psql.run(
+            db,
+            "select count(*) from pg_stat_activity where query like 'listen %'",
+        )
+        .is_ok_and(|n| n == "1")
+    })?;
+    let mut statements = String::new();
+    for _ in 0..pickups {
+        // clock_timestamp() for created_at: each insert is its own statement, spaced
+        // by psql's round trips.
+        statements.push_str(
+            "insert into learning_submission_jobs (submission_id, payload, created_at) \
+             select id, '{\"student_sub\": \"student\"}', clock_timestamp() from learning_submissions \
+             where id not in (select submission_id from learning_submission_jobs) limit 1;\n\
+             select pg_sleep(0.01);\n",
+        );
+    }
+    psql.run(db, &statements)?;
+    wait_for(|| {
+        psql.run(db, &format!("select count(*) >= {pickups} from pickup_log"))
+            .is_ok_and(|done| done == "t")
+    })?;
+    drop(child);
+    let percentiles = psql.run(
+        db,
+        "select array_to_string(array(select round(p::numeric, 2) from unnest( \
+                (select percentile_cont(array[0.5, 0.95, 0.99]) within group \
+                   (order by extract(epoch from leased_at - created_at) * 1000) from pickup_log)) p), ',')",
+    )?;
+    let values: Vec<&str> = percentiles.split(',').collect();
+    ensure!(values.len() == 3, "unexpected percentiles {percentiles}");
+    Ok((
+        format!(
+            "| pickup latency, idle worker | {pickups} single inserts | p50 {} ms, p95 {} ms, p99 {} ms | insert → leased, database clock |",
+            values[0], values[1], values[2]
+        ),
+        format!(
+            "{{\"case\":\"pickup_latency_ms\",\"p50\":{},\"p95\":{},\"p99\":{}}}",
+            values[0], values[1], values[2]
+        ),
+    ))
+}
+
+/// 16 jobs in flight for several heartbeat intervals: how many heartbeat
+/// statements reach the server per interval.
+fn heartbeat_cost(psql: &Psql<'_>, db: &str, worker: &Path) -> anyhow::Result<(String, String)> {
+    psql.run(
+        db,
+        "insert into courses (title) values ('Bench');
+         insert into unit_tasks (course_id, instruction_md, criteria) select id, 'Explain.', '[]' from courses;
+         insert into learning_submissions (course_id, task_id, student_sub, kind, text_body, attempt_nr)
+           select t.course_id, t.id, 'student', 'text', 'Answer ' || n, 1 from unit_tasks t, generate_series(1, 16) n;
+         create table heartbeat_log (at timestamptz);
+         create function log_heartbeat() returns trigger language plpgsql security definer as $$
+         begin insert into heartbeat_log values (clock_timestamp()); return null; end $$;
+         create trigger log_heartbeat after update of leased_until on learning_submission_jobs
+           for each statement execute function log_heartbeat();",
+    )?;
+    psql.run(db, "insert into learning_submission_jobs (submission_id, payload) select id, '{\"student_sub\": \"student\"}' from learning_submissions")?;
+    let dsn = psql.dsn_as("gustav_worker", db);
+    let child = spawn_worker(
+        worker,
+        &dsn,
+        &[
+            ("AI_STUB_DELAY_MS", "600000"),
+            ("WORKER_LEASE_SECONDS", "3"),
+        ],
+    )?;
+    wait_for(|| {
+        psql.run(
+            db,
+            "select count(*) = 16 from learning_submission_jobs where status = 'leased'",
+        )
+        .is_ok_and(|done| done == "t")
+    })?;
+    // The lease statement itself updates leased_until once; count what follows.
+    psql.run(db, "delete from heartbeat_log")?;
+    let window = Duration::from_secs(10);
+    std::thread::sleep(window);
+    let statements: f64 = psql
+        .run(db, "select count(*) from heartbeat_log")?
+        .parse()?;
+    drop(child);
+    let intervals = window.as_secs_f64() / 1.0;
+    let per_interval = statements / intervals;
+    Ok((
+        format!(
+            "| heartbeat cost | 16 jobs in flight, lease 3 s | {per_interval:.2} statements per interval | {statements} statements in {intervals:.0} intervals |"
+        ),
+        format!("{{\"case\":\"heartbeat_statements_per_interval\",\"value\":{per_interval:.3}}}"),
+    ))
+}
+
+/// A `learning-worker run` next to the benchmark, killed when dropped (also when
+/// the benchmark fails half-way).
+struct RunningWorker(std::process::Child);
+
+impl Drop for RunningWorker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[expect(
+    clippy::disallowed_methods,
+    reason = "a long-running worker next to the benchmark; xshell cannot spawn"
+)]
+fn spawn_worker(worker: &Path, dsn: &str, extra: &[(&str, &str)]) -> anyhow::Result<RunningWorker> {
+    let mut command = std::process::Command::new(worker);
+    command
+        .arg("run")
+        .env("LEARNING_DATABASE_URL", dsn)
+        .env("WORKER_CONCURRENCY", "16")
+        .env("WORKER_CONCURRENCY_CAP", "16")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for (name, value) in extra {
+        command.env(name, value);
+    }
+    Ok(RunningWorker(command.spawn()?))
+}
+
+fn wait_for(mut condition: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !condition() {
+        ensure!(Instant::now() < deadline, "timed out");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+#[expect(clippy::print_stdout, reason = "the tables are xtask's output")]
+fn print_table(title: &str, header: &str, rows: &[String]) {
+    println!("\n### {title}\n\n{header}");
+    for row in rows {
+        println!("{row}");
+    }
+}
