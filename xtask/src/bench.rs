@@ -106,6 +106,10 @@ fn stats(samples: &[Sample]) -> (f64, f64, f64, u64) {
     (median, seconds[0], seconds[seconds.len() - 1], rss)
 }
 
+/// One backup case: a shell script to time, its environment, and the file it
+/// writes (for the output size).
+type Case = (String, String, Vec<(&'static str, String)>, Option<PathBuf>);
+
 struct Psql<'a> {
     sh: &'a Shell,
     cluster: &'a fixtures::TestCluster,
@@ -192,7 +196,7 @@ fn backup_cases(
         );
         let out = scratch.join(format!("out-{label}"));
         std::fs::create_dir_all(&out)?;
-        let mut cases: Vec<(String, String, Vec<(&str, String)>, Option<PathBuf>)> = vec![
+        let mut cases: Vec<Case> = vec![
             ("pg_dump > /dev/null".to_owned(), floor_script, vec![], None),
             (
                 "pg_dump | gzip -6".to_owned(),
