@@ -102,21 +102,32 @@ impl Statements {
         } = config;
         let fenced = "where id = $1 and lease_key = $2 and status = 'leased'";
         Statements {
-            // One statement: pick visible queued jobs or expired leases in order,
-            // skip rows another transaction is leasing, and lease them with fresh keys.
+            // One statement: pick visible queued jobs or expired leases in order, skip
+            // rows another transaction is leasing, and lease them with fresh keys.
+            // Each kind is its own index-friendly scan (status, visible_at): one scan
+            // with `or` across both would read and sort the whole table per lease.
             lease: format!(
-                "with candidates as ( \
-                   select id from {table} \
-                   where (status = 'queued' and visible_at <= coalesce($2, now())) \
-                      or (status = 'leased' and leased_until <= coalesce($2, now())) \
-                   order by visible_at, created_at \
-                   limit $1 \
-                   for update skip locked) \
-                 update {table} j \
-                    set status = 'leased', lease_key = gen_random_uuid(), \
-                        leased_until = coalesce($2, now()) + $3 * interval '1 second', updated_at = now() \
-                   from candidates c where j.id = c.id \
-                 returning j.id, j.lease_key, j.retry_count, j.payload, j.{reference_column}"
+                "with queued as ( \
+                   select id, visible_at, created_at from {table} \
+                   where status = 'queued' and visible_at <= coalesce($2, now()) \
+                   order by visible_at, created_at limit $1 \
+                   for update skip locked), \
+                 expired as ( \
+                   select id, visible_at, created_at from {table} \
+                   where status = 'leased' and leased_until <= coalesce($2, now()) \
+                   order by visible_at, created_at limit $1 \
+                   for update skip locked), \
+                 candidates as ( \
+                   select id from (select * from queued union all select * from expired) both_kinds \
+                   order by visible_at, created_at limit $1), \
+                 leased as ( \
+                   update {table} j \
+                      set status = 'leased', lease_key = gen_random_uuid(), \
+                          leased_until = coalesce($2, now()) + $3 * interval '1 second', updated_at = now() \
+                     from candidates c where j.id = c.id \
+                   returning j.id, j.lease_key, j.retry_count, j.payload, j.{reference_column}, j.visible_at, j.created_at) \
+                 select id, lease_key, retry_count, payload, {reference_column} from leased \
+                 order by visible_at, created_at"
             ),
             heartbeat: format!(
                 "update {table} set leased_until = coalesce($2, now()) + $3 * interval '1 second', updated_at = now() \

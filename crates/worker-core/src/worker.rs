@@ -80,7 +80,6 @@ pub async fn run(
         pipeline.queue.clone(),
         config.lease,
         Arc::clone(&inflight),
-        Arc::clone(&metrics),
     ));
     let mut tasks: JoinSet<(Uuid, Outcome, Duration)> = JoinSet::new();
     let mut database_backoff = Duration::from_millis(100);
@@ -214,7 +213,12 @@ fn record(
             Some("retried")
         }
         Outcome::Skipped | Outcome::InvalidPayload => Some("skipped"),
-        Outcome::LeaseLost | Outcome::Released => None,
+        Outcome::LeaseLost => {
+            tracing::warn!(job_id = %job_id, "lease lost: the job was cancelled and wrote nothing");
+            metrics.lease_lost();
+            None
+        }
+        Outcome::Released => None,
     };
     if let Some(status) = status {
         metrics.processed(status, duration);
@@ -224,12 +228,7 @@ fn record(
 
 /// Extends every held lease every `lease / 3` with one statement, cancelling jobs
 /// whose lease is lost or may have run out by our own clock.
-async fn heartbeat_loop(
-    queue: Queue,
-    lease: Duration,
-    inflight: InFlightJobs,
-    metrics: Arc<Metrics>,
-) {
+async fn heartbeat_loop(queue: Queue, lease: Duration, inflight: InFlightJobs) {
     let interval = lease / 3;
     loop {
         tokio::time::sleep(interval).await;
@@ -252,8 +251,11 @@ async fn heartbeat_loop(
                     if held.contains(&job.lease_key) {
                         job.valid_until = sent + lease;
                     } else if keys.contains(&job.lease_key) && !job.control.lease_lost() {
-                        tracing::warn!(job_id = %job_id, "lease lost; cancelling the job");
-                        metrics.lease_lost();
+                        // Either the lease was taken over, or the job has just
+                        // finished and its row is gone: cancelling is right for the
+                        // first and harmless for the second. The job's outcome tells
+                        // which, and only a real loss is counted (in `record`).
+                        tracing::debug!(job_id = %job_id, "key not extended; cancelling the job");
                         job.control.lose_lease();
                     }
                 }
@@ -265,7 +267,6 @@ async fn heartbeat_loop(
         for (job_id, job) in jobs.iter() {
             if now >= job.valid_until && !job.control.lease_lost() {
                 tracing::warn!(job_id = %job_id, "lease may have expired without a heartbeat; cancelling the job");
-                metrics.lease_lost();
                 job.control.lose_lease();
             }
         }
