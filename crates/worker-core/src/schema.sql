@@ -77,8 +77,11 @@ create table if not exists public.learning_submission_jobs (
     updated_at timestamptz not null default now()
 );
 
+-- The index on (status, visible_at), with created_at as the tie-break the lease
+-- statement orders by: leasing is then an index scan that stops after the batch,
+-- not a sort of the whole queue.
 create index if not exists learning_submission_jobs_status_visible_at_idx
-    on public.learning_submission_jobs (status, visible_at);
+    on public.learning_submission_jobs (status, visible_at, created_at);
 
 -- One notification per insert statement, not per row: a bulk enqueue wakes idle
 -- workers once, and workers never read the payload anyway.
