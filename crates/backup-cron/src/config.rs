@@ -122,7 +122,14 @@ pub(crate) fn existing_backup_dir(settings: &Settings) -> Result<PathBuf, Config
 /// `BACKUP_SCHEDULE`.
 pub(crate) fn schedule(settings: &Settings) -> Result<Schedule, ConfigError> {
     let expression = non_empty(settings.schedule.as_deref()).unwrap_or("0 2 * * *");
-    Schedule::parse(expression).map_err(|error| ConfigError(format!("BACKUP_SCHEDULE: {error}")))
+    let schedule = Schedule::parse(expression)
+        .map_err(|error| ConfigError(format!("BACKUP_SCHEDULE: {error}")))?;
+    if schedule.next_after(manifest::UtcTime::now()).is_none() {
+        return Err(ConfigError(format!(
+            "BACKUP_SCHEDULE: {expression:?} never matches (within five years)"
+        )));
+    }
+    Ok(schedule)
 }
 
 /// `LOG_FORMAT`.

@@ -81,19 +81,24 @@ impl Cancellation {
 
     /// Sleeps up to `timeout`; returns `true` as soon as cancelled.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
+        // `None`: a timeout too long to represent, i.e. wait for cancellation only.
+        let deadline = Instant::now().checked_add(timeout);
         let mut state = self.inner.state.lock().expect("cancellation lock");
         while !state.cancelled {
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            state = self
-                .inner
-                .changed
-                .wait_timeout(state, deadline - now)
-                .expect("cancellation lock")
-                .0;
+            state = match deadline {
+                Some(deadline) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return false;
+                    }
+                    self.inner
+                        .changed
+                        .wait_timeout(state, deadline - now)
+                        .expect("cancellation lock")
+                        .0
+                }
+                None => self.inner.changed.wait(state).expect("cancellation lock"),
+            };
         }
         true
     }

@@ -59,6 +59,7 @@ struct InFlight {
     lease_key: Uuid,
     control: Arc<JobControl>,
     valid_until: Instant,
+    task: tokio::task::Id,
 }
 
 type InFlightJobs = Arc<Mutex<HashMap<Uuid, InFlight>>>;
@@ -169,22 +170,27 @@ fn start_job(
     lease: Duration,
 ) {
     let control = Arc::new(JobControl::default());
-    inflight.lock().expect("inflight lock").insert(
-        job.id,
-        InFlight {
-            lease_key: job.lease_key,
-            control: Arc::clone(&control),
-            valid_until: Instant::now() + lease,
-        },
-    );
+    let (job_id, lease_key) = (job.id, job.lease_key);
     metrics.add_inflight(1);
     let pipeline = Arc::clone(pipeline);
-    tasks.spawn(async move {
+    let task_control = Arc::clone(&control);
+    let task = tasks.spawn(async move {
         let started = Instant::now();
         tracing::debug!(job_id = %job.id, submission_id = %job.reference, retry_count = job.retry_count, "job started");
-        let outcome = pipeline.process(&job, &control).await;
+        let outcome = pipeline.process(&job, &task_control).await;
         (job.id, outcome, started.elapsed())
     });
+    // Inserted before the main loop can join the task, which it does only after
+    // this function returns.
+    inflight.lock().expect("inflight lock").insert(
+        job_id,
+        InFlight {
+            lease_key,
+            control,
+            valid_until: Instant::now() + lease,
+            task: task.id(),
+        },
+    );
 }
 
 fn record(
@@ -196,8 +202,13 @@ fn record(
     let (job_id, outcome, duration) = match joined {
         Ok(result) => result,
         Err(error) => {
-            // A panicking job must not take the worker down; its lease expires.
+            // A panicking job must not take the worker down. Forgetting it stops
+            // its heartbeats, so its lease expires and the job is leased again.
             tracing::error!(error = %error, "job task panicked");
+            inflight
+                .lock()
+                .expect("inflight lock")
+                .retain(|_, job| job.task != error.id());
             return;
         }
     };

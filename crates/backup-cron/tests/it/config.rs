@@ -145,17 +145,26 @@ fn unwritable_backup_dir() {
 
 #[test]
 fn invalid_schedule_for_run() {
-    let scratch = tempfile::tempdir().unwrap();
-    let output = backup_cron()
-        .arg("run")
-        .env("BACKUP_DIR", scratch.path().join("b"))
-        .env("DATABASE_URL", "postgresql://u@h/db")
-        .env("BACKUP_SCHEDULE", "61 * * * *")
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    assert!(text(&output).1.contains("BACKUP_SCHEDULE"));
-    assert!(!scratch.path().join("b").exists());
+    for (schedule, expected) in [
+        ("61 * * * *", "BACKUP_SCHEDULE"),
+        ("0 0 31 2 *", "never matches"),
+    ] {
+        let scratch = tempfile::tempdir().unwrap();
+        let output = backup_cron()
+            .arg("run")
+            .env("BACKUP_DIR", scratch.path().join("b"))
+            .env("DATABASE_URL", "postgresql://u@h/db")
+            .env("BACKUP_SCHEDULE", schedule)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{schedule}");
+        assert!(
+            text(&output).1.contains(expected),
+            "{schedule}: {}",
+            text(&output).1
+        );
+        assert!(!scratch.path().join("b").exists());
+    }
 }
 
 #[test]

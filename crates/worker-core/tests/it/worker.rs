@@ -294,3 +294,46 @@ async fn the_worker_survives_a_database_restart() {
     assert_eq!(completed, 20);
     running.stop().await;
 }
+
+/// Panics on every call, counting them.
+#[derive(Default)]
+struct Panicking {
+    calls: AtomicUsize,
+}
+
+impl FeedbackAdapter for Panicking {
+    fn feedback<'a>(
+        &'a self,
+        _: &'a FeedbackInput,
+        _: &'a CancellationToken,
+    ) -> AdapterFuture<'a, FeedbackOutput> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        panic!("a bug in an adapter");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_panicking_job_neither_stops_the_worker_nor_keeps_its_lease() {
+    let db = TestDb::new().await.unwrap();
+    let client = db.connect().await.unwrap();
+    fixtures::job().insert(&client).await.unwrap();
+    let adapter = Arc::new(Panicking::default());
+    let mut setup = Setup::new();
+    setup.lease = Duration::from_millis(900);
+    setup.shutdown_grace = Duration::from_millis(100);
+    setup.feedback = Some(adapter.clone());
+    let running = setup.spawn(&db);
+
+    // A second call means the first lease expired (no heartbeat kept it) and the
+    // still-running worker leased the job again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while adapter.calls.load(Ordering::SeqCst) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job was never leased again"
+        );
+        assert!(!running.handle.is_finished(), "the worker stopped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    running.stop().await;
+}
