@@ -36,15 +36,10 @@ impl World {
             .await
             .unwrap();
         for student in ["alice", "bob"] {
-            let submission = fixtures::submission()
+            fixtures::submission()
                 .task(&task)
                 .student(student)
-                .insert(&client)
-                .await
-                .unwrap();
-            fixtures::job()
-                .submission(&submission)
-                .insert(&client)
+                .insert_with_job(&client)
                 .await
                 .unwrap();
         }

@@ -80,27 +80,17 @@ async fn drain_completes_everything_and_exits_0_also_with_failures() {
     let client = world.db.connect().await.unwrap();
     let secret_text = "My very private answer about photosynthesis";
     for index in 0..6 {
-        let submission = fixtures::submission()
+        fixtures::submission()
             .student(&format!("student-secret-{index}"))
             .text(secret_text)
-            .insert(&client)
-            .await
-            .unwrap();
-        fixtures::job()
-            .submission(&submission)
-            .insert(&client)
+            .insert_with_job(&client)
             .await
             .unwrap();
     }
-    let failing = fixtures::submission()
+    fixtures::submission()
         .image()
         .student("student-secret-x")
-        .insert(&client)
-        .await
-        .unwrap();
-    fixtures::job()
-        .submission(&failing)
-        .insert(&client)
+        .insert_with_job(&client)
         .await
         .unwrap();
     world
@@ -262,12 +252,7 @@ async fn a_killed_worker_s_job_is_finished_by_another_after_its_lease() {
     for _ in 0..3 {
         let submission = fixtures::submission()
             .image()
-            .insert(&client)
-            .await
-            .unwrap();
-        fixtures::job()
-            .submission(&submission)
-            .insert(&client)
+            .insert_with_job(&client)
             .await
             .unwrap();
         submissions.push(submission);
@@ -376,14 +361,9 @@ async fn health_endpoints_and_metrics_match_what_happened() {
     for _ in 0..3 {
         fixtures::job().insert(&client).await.unwrap();
     }
-    let retried = fixtures::submission()
+    fixtures::submission()
         .image()
-        .insert(&client)
-        .await
-        .unwrap();
-    fixtures::job()
-        .submission(&retried)
-        .insert(&client)
+        .insert_with_job(&client)
         .await
         .unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -482,12 +462,7 @@ async fn two_processes_with_jobs_longer_than_the_lease_process_each_once() {
     for _ in 0..4 {
         let submission = fixtures::submission()
             .image()
-            .insert(&client)
-            .await
-            .unwrap();
-        fixtures::job()
-            .submission(&submission)
-            .insert(&client)
+            .insert_with_job(&client)
             .await
             .unwrap();
         submissions.push(submission);

@@ -258,12 +258,7 @@ async fn hostile_or_wrong_files_fail_permanently_without_a_model_call() {
         let submission = fixtures::submission()
             .image()
             .storage_key(key)
-            .insert(&world.client)
-            .await
-            .unwrap();
-        fixtures::job()
-            .submission(&submission)
-            .insert(&world.client)
+            .insert_with_job(&world.client)
             .await
             .unwrap();
         hostile.push(submission);

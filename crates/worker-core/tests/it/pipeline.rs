@@ -161,12 +161,7 @@ async fn transient_vision_failure_records_retry_metadata() {
     let client = db.connect().await.unwrap();
     let submission = fixtures::submission()
         .image()
-        .insert(&client)
-        .await
-        .unwrap();
-    fixtures::job()
-        .submission(&submission)
-        .insert(&client)
+        .insert_with_job(&client)
         .await
         .unwrap();
 
@@ -193,12 +188,7 @@ async fn exhausted_retries_and_permanent_errors_fail_with_their_code() {
     let client = db.connect().await.unwrap();
     let exhausted = fixtures::submission()
         .image()
-        .insert(&client)
-        .await
-        .unwrap();
-    fixtures::job()
-        .submission(&exhausted)
-        .insert(&client)
+        .insert_with_job(&client)
         .await
         .unwrap();
     let mut setup = Setup::new().failures("vision:transient:99");
@@ -209,10 +199,8 @@ async fn exhausted_retries_and_permanent_errors_fail_with_their_code() {
 
     assert_eq!(metrics.processed_count("retried"), 2);
     assert_eq!(metrics.processed_count("failed"), 1);
-    let permanent = fixtures::submission().insert(&client).await.unwrap();
-    fixtures::job()
-        .submission(&permanent)
-        .insert(&client)
+    let permanent = fixtures::submission()
+        .insert_with_job(&client)
         .await
         .unwrap();
     Setup::new()
@@ -244,14 +232,9 @@ async fn exhausted_retries_and_permanent_errors_fail_with_their_code() {
 async fn handled_invisible_and_malformed_jobs_do_not_stop_the_others() {
     let db = TestDb::new().await.unwrap();
     let client = db.connect().await.unwrap();
-    let done = fixtures::submission()
+    fixtures::submission()
         .status("completed")
-        .insert(&client)
-        .await
-        .unwrap();
-    fixtures::job()
-        .submission(&done)
-        .insert(&client)
+        .insert_with_job(&client)
         .await
         .unwrap();
     let hidden = fixtures::submission()
@@ -273,10 +256,8 @@ async fn handled_invisible_and_malformed_jobs_do_not_stop_the_others() {
         .insert(&client)
         .await
         .unwrap();
-    let fine = fixtures::submission().insert(&client).await.unwrap();
-    fixtures::job()
-        .submission(&fine)
-        .insert(&client)
+    fixtures::submission()
+        .insert_with_job(&client)
         .await
         .unwrap();
 

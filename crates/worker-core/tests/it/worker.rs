@@ -70,12 +70,7 @@ async fn jobs_longer_than_the_lease_are_processed_once_by_two_workers() {
     for _ in 0..4 {
         let submission = fixtures::submission()
             .image()
-            .insert(&client)
-            .await
-            .unwrap();
-        fixtures::job()
-            .submission(&submission)
-            .insert(&client)
+            .insert_with_job(&client)
             .await
             .unwrap();
         submissions.push(submission);
