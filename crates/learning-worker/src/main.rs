@@ -104,26 +104,30 @@ async fn run(command: Command, config: Config) -> Result<ExitCode, Failure> {
     }
     let queue_config = lease::QueueConfig::new("public.learning_submission_jobs", "submission_id")
         .context("the queue table name is valid")?;
-    let (vision, feedback): (Arc<dyn VisionAdapter>, Arc<dyn FeedbackAdapter>) = match &config
-        .backend
-    {
-        Backend::Stub(stub) => {
-            let stub = Arc::new(stub.clone());
-            (stub.clone(), stub)
-        }
-        Backend::Local(ollama) => {
-            if ollama.storage_root.is_none() {
-                tracing::warn!(
-                    "LEARNING_STORAGE_ROOT is not set: image and PDF submissions will fail"
-                );
+    let (vision, feedback): (Arc<dyn VisionAdapter>, Arc<dyn FeedbackAdapter>) =
+        match &config.backend {
+            Backend::Stub(stub) => {
+                let stub = Arc::new(stub.clone());
+                (stub.clone(), stub)
             }
-            let adapter = Arc::new(
-                OllamaAdapter::new(ollama.clone()).context("cannot build the HTTP client")?,
-            );
-            tracing::info!(base_url = %ollama.base_url, vision_model = %ollama.vision_model, feedback_model = %ollama.feedback_model, "AI backend: Ollama");
-            (adapter.clone(), adapter)
-        }
-    };
+            Backend::Local(ollama) => {
+                if ollama.storage_root.is_none() {
+                    tracing::warn!(
+                        "LEARNING_STORAGE_ROOT is not set: image and PDF submissions will fail"
+                    );
+                }
+                let adapter = Arc::new(
+                    OllamaAdapter::new(ollama.clone()).context("cannot build the HTTP client")?,
+                );
+                tracing::info!(
+                    base_url = %without_credentials(&ollama.base_url),
+                    vision_model = %ollama.vision_model,
+                    feedback_model = %ollama.feedback_model,
+                    "AI backend: Ollama"
+                );
+                (adapter.clone(), adapter)
+            }
+        };
     let pipeline = Arc::new(Pipeline {
         queue: lease::Queue::new(pool, &queue_config),
         vision,
@@ -224,6 +228,18 @@ async fn check(pool: &Pool) -> Result<ExitCode, Failure> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// A URL for the log: `user:password@` (basic auth for a proxied Ollama) becomes `***@`.
+fn without_credentials(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
 }
 
 /// The first SIGTERM or SIGINT starts a graceful shutdown.

@@ -521,7 +521,11 @@ async fn the_local_backend_talks_to_ollama() {
     fixtures::job().insert(&client).await.unwrap();
     world
         .set("AI_BACKEND", "local")
-        .set("OLLAMA_BASE_URL", &ollama.base_url())
+        .set(
+            "OLLAMA_BASE_URL",
+            &ollama.base_url().replace("://", "://proxy:hunter2@"),
+        )
+        .set("RUST_LOG", "debug")
         .set(
             "LEARNING_STORAGE_ROOT",
             &storage.path().display().to_string(),
@@ -546,5 +550,11 @@ async fn the_local_backend_talks_to_ollama() {
     assert_eq!(
         ollama.requests(fixtures::fake_ollama::FEEDBACK_MODEL).len(),
         2
+    );
+    let logs = stderr(&output);
+    assert!(logs.contains("AI backend: Ollama"), "{logs}");
+    assert!(
+        !logs.contains("hunter2"),
+        "credentials in OLLAMA_BASE_URL stay out of the log: {logs}"
     );
 }
