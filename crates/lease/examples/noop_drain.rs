@@ -2,16 +2,14 @@
 //! no-op jobs through `lease` alone and prints jobs per second.
 //!
 //! Usage: `noop_drain <slots>` with the DSN in `BENCH_DATABASE_URL` (key=value form).
-//! The loop is the worker's: lease as many jobs as there are free slots in one
-//! statement, complete each through the fence.
+//! The loop is the worker's, batched: lease as many jobs as there are free slots in
+//! one statement, ack them all in one statement (`Queue::complete_many`).
 #![expect(
     clippy::print_stdout,
     reason = "the helper reports its measurement on stdout"
 )]
 
 use std::str::FromStr as _;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, Pool};
@@ -34,38 +32,27 @@ async fn main() {
         pool,
         &QueueConfig::new("public.learning_submission_jobs", "submission_id").expect("names"),
     );
-    let done = Arc::new(AtomicU64::new(0));
+    let mut done = 0u64;
     let started = Instant::now();
-    // `slots` workers, each holding one job at a time: the same concurrency as a
-    // worker with that many slots.
-    let tasks: Vec<_> = (0..slots)
-        .map(|_| {
-            let (queue, done) = (queue.clone(), Arc::clone(&done));
-            tokio::spawn(async move {
-                loop {
-                    let jobs = queue
-                        .lease(1, Duration::from_secs(60), None)
-                        .await
-                        .expect("lease");
-                    let Some(job) = jobs.into_iter().next() else {
-                        return;
-                    };
-                    let mut client = queue.pool().get().await.expect("a connection");
-                    let fence = queue
-                        .fence(&mut client, &job)
-                        .await
-                        .expect("fence")
-                        .expect("held");
-                    fence.complete().await.expect("complete");
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.expect("a leaser");
+    // The worker's loop with no-op jobs: lease every free slot in one statement,
+    // then ack the whole batch in one statement.
+    loop {
+        let jobs = queue
+            .lease(slots, Duration::from_secs(60), None)
+            .await
+            .expect("lease");
+        if jobs.is_empty() {
+            break;
+        }
+        let completed = queue.complete_many(&jobs).await.expect("complete");
+        assert_eq!(
+            completed.len(),
+            jobs.len(),
+            "no lease is lost in this benchmark"
+        );
+        done += completed.len() as u64;
     }
     let seconds = started.elapsed().as_secs_f64();
-    let jobs = done.load(Ordering::Relaxed);
+    let jobs = done;
     println!("{jobs} {seconds:.3}");
 }

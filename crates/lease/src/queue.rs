@@ -92,6 +92,7 @@ struct Statements {
     fail: String,
     release: String,
     merge_payload: String,
+    complete_many: String,
 }
 
 impl Statements {
@@ -150,6 +151,12 @@ impl Statements {
             ),
             merge_payload: format!(
                 "update {table} set payload = payload || $3, updated_at = now() {fenced}"
+            ),
+            // Batched acks: one statement deletes every job whose key still matches.
+            complete_many: format!(
+                "delete from {table} j using unnest($1::uuid[], $2::uuid[]) as done(id, lease_key) \
+                 where j.id = done.id and j.lease_key = done.lease_key and j.status = 'leased' \
+                 returning j.id"
             ),
         }
     }
@@ -250,6 +257,21 @@ impl Queue {
             .execute(&statement, &[&job.id, &job.lease_key, patch])
             .await?
             == 1)
+    }
+
+    /// Completes (deletes) many jobs in one fenced statement, for jobs that have
+    /// nothing else to write; returns the ids it completed. A job whose lease was
+    /// lost is left alone and missing from the answer.
+    pub async fn complete_many(&self, jobs: &[LeasedJob]) -> Result<Vec<Uuid>, Error> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = jobs.iter().map(|job| job.id).collect();
+        let keys: Vec<Uuid> = jobs.iter().map(|job| job.lease_key).collect();
+        let client = self.pool.get().await?;
+        let statement = client.prepare_cached(&self.sql.complete_many).await?;
+        let rows = client.query(&statement, &[&ids, &keys]).await?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
     }
 
     /// Puts the job back, fenced and in its own transaction; `false` if the lease

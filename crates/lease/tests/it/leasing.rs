@@ -282,3 +282,41 @@ fn names_must_be_plain_identifiers() {
     }
     assert!(QueueConfig::new("public.learning_submission_jobs", "submission_id").is_ok());
 }
+
+#[tokio::test]
+async fn complete_many_acks_held_jobs_and_skips_lost_ones() {
+    let db = TestDb::new().await.unwrap();
+    let client = db.connect().await.unwrap();
+    fixtures::job().insert_many(&client, 3).await.unwrap();
+    let queue = queue(&db, 2);
+    let mut jobs = queue.lease(3, LEASE, Some(t0())).await.unwrap();
+    // One of them is taken over by another holder after its lease ran out.
+    let taken = queue
+        .lease(1, LEASE, Some(t0() + LEASE + LEASE))
+        .await
+        .unwrap()
+        .remove(0);
+    jobs.sort_by_key(|job| job.id == taken.id);
+    let stale = jobs.last().unwrap().clone();
+    assert_eq!(stale.id, taken.id);
+
+    let mut done = queue.complete_many(&jobs).await.unwrap();
+
+    done.sort();
+    let mut expected: Vec<_> = jobs
+        .iter()
+        .filter(|job| job.id != taken.id)
+        .map(|job| job.id)
+        .collect();
+    expected.sort();
+    assert_eq!(done, expected, "the two held jobs, not the taken one");
+    let left: Vec<uuid::Uuid> = client
+        .query("select id from learning_submission_jobs", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(left, [taken.id]);
+    assert!(queue.complete_many(&[]).await.unwrap().is_empty());
+}
