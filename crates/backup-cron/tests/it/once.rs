@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use fixtures::FakePgDump;
 
-use crate::support::{PASSWORD, World, files_below, read_manifest, text};
+use crate::support::{PASSWORD, World, dirs_in, files_below, read_manifest, text};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn once_backs_up_database_and_storage_and_verifies() {
@@ -194,17 +194,9 @@ fn hanging_pg_dump_times_out_and_leaves_no_process() {
         .unwrap();
 
     assert_eq!(output.status.code(), Some(1), "{}", text(&output).1);
-    for pid in fake.recorded_pids() {
-        assert!(
-            fixtures::wait_until_gone(pid, Duration::from_secs(10)),
-            "pid {pid} survived"
-        );
-    }
-    let dirs: Vec<_> = std::fs::read_dir(backups.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
+    let survivors = fake.survivors(Duration::from_secs(10));
+    assert!(survivors.is_empty(), "pids {survivors:?} survived");
+    let dirs = dirs_in(backups.path());
     assert_eq!(dirs.len(), 1);
     assert_eq!(
         files_below(&dirs[0]),
@@ -242,11 +234,7 @@ fn full_disk_gives_disk_full_and_no_partial() {
         .output()
         .unwrap();
     let files = files_below(mount_point.path());
-    let dirs: Vec<_> = std::fs::read_dir(mount_point.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
+    let dirs = dirs_in(mount_point.path());
     let manifest = dirs.first().map(|dir| read_manifest(dir));
     let _ = fixtures::command(std::path::Path::new("/bin/umount"))
         .arg(mount_point.path())

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use fixtures::FakePgDump;
 
-use crate::support::{backup_cron, read_manifest};
+use crate::support::{backup_cron, dirs_in, read_manifest};
 
 /// Waits until the fake pg_dump and its child have started.
 fn await_fake_running(fake: &FakePgDump, child: &mut Child) {
@@ -46,17 +46,9 @@ fn check_interrupted(command: &str, schedule: &str, expected_exit: i32) {
     let status = child.wait().unwrap();
 
     assert_eq!(status.code(), Some(expected_exit), "{command}");
-    for pid in fake.recorded_pids() {
-        assert!(
-            fixtures::wait_until_gone(pid, Duration::from_secs(10)),
-            "pid {pid} survived"
-        );
-    }
-    let dirs: Vec<_> = std::fs::read_dir(backups.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
+    let survivors = fake.survivors(Duration::from_secs(10));
+    assert!(survivors.is_empty(), "pids {survivors:?} survived");
+    let dirs = dirs_in(backups.path());
     assert_eq!(dirs.len(), 1, "{command}");
     let manifest = read_manifest(&dirs[0]);
     assert_eq!(

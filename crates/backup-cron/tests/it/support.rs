@@ -121,6 +121,15 @@ pub(crate) fn backup_cron() -> Command {
     fixtures::command(Path::new(env!("CARGO_BIN_EXE_backup-cron")))
 }
 
+/// The directories directly inside `dir` (the runs of a scratch BACKUP_DIR).
+pub(crate) fn dirs_in(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.is_dir())
+        .collect()
+}
+
 pub(crate) fn read_manifest(dir: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap()
 }

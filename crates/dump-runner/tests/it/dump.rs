@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use dsn::Dsn;
 use dump_runner::{Cancellation, DumpJob, Error, dump};
-use fixtures::{FakePgDump, TestDb, wait_until_gone};
+use fixtures::{FakePgDump, TestDb};
 use manifest::ErrorCode;
 use sha2::{Digest as _, Sha256};
 
@@ -210,14 +210,16 @@ fn hanging_pg_dump_with_a_child_is_killed_at_the_timeout() {
     let error = run_fake(&fake, &dsn, &output, Duration::from_secs(1), &cancellation).unwrap_err();
 
     assert_eq!(error.code(), ErrorCode::PgDumpTimeout, "{error}");
-    let pids = fake.recorded_pids();
-    assert_eq!(pids.len(), 2, "the fake and its child were started");
-    for pid in pids {
-        assert!(
-            wait_until_gone(pid, Duration::from_secs(10)),
-            "pid {pid} survived the timeout"
-        );
-    }
+    assert_eq!(
+        fake.recorded_pids().len(),
+        2,
+        "the fake and its child were started"
+    );
+    let survivors = fake.survivors(Duration::from_secs(10));
+    assert!(
+        survivors.is_empty(),
+        "pids {survivors:?} survived the timeout"
+    );
     assert_eq!(
         std::fs::read_dir(out.path()).unwrap().count(),
         0,
@@ -253,12 +255,8 @@ fn cancellation_ends_the_dump_and_its_group() {
     });
 
     assert_eq!(error.code(), ErrorCode::Interrupted, "{error}");
-    for pid in fake.recorded_pids() {
-        assert!(
-            wait_until_gone(pid, Duration::from_secs(10)),
-            "pid {pid} survived"
-        );
-    }
+    let survivors = fake.survivors(Duration::from_secs(10));
+    assert!(survivors.is_empty(), "pids {survivors:?} survived");
     assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
 }
 
@@ -449,12 +447,8 @@ fn disk_full_gives_disk_full_and_no_partial() {
         0,
         "no .partial left"
     );
-    for pid in fake.recorded_pids() {
-        assert!(
-            wait_until_gone(pid, Duration::from_secs(10)),
-            "pid {pid} survived"
-        );
-    }
+    let survivors = fake.survivors(Duration::from_secs(10));
+    assert!(survivors.is_empty(), "pids {survivors:?} survived");
 }
 
 /// Collects formatted log lines.

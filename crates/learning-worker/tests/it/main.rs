@@ -293,14 +293,7 @@ async fn a_killed_worker_s_job_is_finished_by_another_after_its_lease() {
     for output in [&first, &second, &last] {
         assert_eq!(output.status.code(), Some(0), "{}", stderr(output));
     }
-    let completed: i64 = client
-        .query_one(
-            "select count(*) from learning_submissions where analysis_status = 'completed'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let completed = fixtures::completed_submissions(&client).await;
     assert_eq!(completed, 3);
     let calls = StubCalls::read(&world.log);
     for submission in &submissions {
@@ -490,14 +483,7 @@ async fn two_processes_with_jobs_longer_than_the_lease_process_each_once() {
         assert_eq!(calls.count("vision", submission.id), 1, "vision once");
         assert_eq!(calls.count("feedback", submission.id), 1, "feedback once");
     }
-    let completed: i64 = client
-        .query_one(
-            "select count(*) from learning_submissions where analysis_status = 'completed'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let completed = fixtures::completed_submissions(&client).await;
     assert_eq!(completed, 4);
 }
 
@@ -534,14 +520,7 @@ async fn the_local_backend_talks_to_ollama() {
     let output = tokio::task::block_in_place(|| world.run(&["drain"]));
 
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    let completed: i64 = client
-        .query_one(
-            "select count(*) from learning_submissions where analysis_status = 'completed'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let completed = fixtures::completed_submissions(&client).await;
     assert_eq!(completed, 2);
     assert_eq!(
         ollama.requests(fixtures::fake_ollama::VISION_MODEL).len(),

@@ -278,14 +278,7 @@ async fn the_worker_survives_a_database_restart() {
         "all jobs done after the restart",
     )
     .await;
-    let completed: i64 = client
-        .query_one(
-            "select count(*) from learning_submissions where analysis_status = 'completed'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let completed = fixtures::completed_submissions(&client).await;
     assert_eq!(completed, 20);
     running.stop().await;
 }
