@@ -22,9 +22,9 @@
 //!   lease lost ──► stop, write nothing        shutdown ──► fenced release
 //! ```
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use lease::{LeasedJob, Queue};
 use serde_json::{Value, json};
@@ -56,15 +56,53 @@ pub enum Outcome {
     InvalidPayload,
 }
 
-/// Cancels a job and says why.
-#[derive(Default)]
+/// Cancels a job and says why, and knows until when its lease is surely ours.
 pub struct JobControl {
     /// Fires on lease loss or shutdown.
     pub cancel: CancellationToken,
     lease_lost: AtomicBool,
+    valid_until: Mutex<Instant>,
 }
 
 impl JobControl {
+    /// A job whose lease is surely ours until `valid_until` (our clock).
+    pub fn new(valid_until: Instant) -> JobControl {
+        JobControl {
+            cancel: CancellationToken::new(),
+            lease_lost: AtomicBool::new(false),
+            valid_until: Mutex::new(valid_until),
+        }
+    }
+
+    /// Until when the lease is surely ours, by our own clock.
+    pub fn valid_until(&self) -> Instant {
+        *self.valid_until.lock().expect("lease deadline lock")
+    }
+
+    /// A heartbeat extended the lease.
+    pub fn extend_until(&self, valid_until: Instant) {
+        let mut current = self.valid_until.lock().expect("lease deadline lock");
+        *current = (*current).max(valid_until);
+    }
+
+    /// Cancels the job when its lease may be over by our own clock — heartbeats
+    /// failed or hung for a whole lease — so that the job never works, and never
+    /// starts an adapter call, past its lease. Never returns.
+    pub async fn expire_at_deadline<T>(&self, job_id: uuid::Uuid) -> T {
+        loop {
+            let deadline = self.valid_until();
+            if deadline <= Instant::now() {
+                break;
+            }
+            tokio::time::sleep_until(deadline.into()).await;
+        }
+        if !self.lease_lost() {
+            tracing::warn!(job_id = %job_id, "lease may have expired without a heartbeat; cancelling the job");
+            self.lose_lease();
+        }
+        std::future::pending().await
+    }
+
     /// The lease is gone: stop and write nothing.
     pub fn lose_lease(&self) {
         self.lease_lost.store(true, Ordering::SeqCst);
@@ -210,10 +248,12 @@ impl Pipeline {
                 sha256: submission.sha256.clone(),
                 internal_metadata: submission.internal_metadata.clone(),
             };
-            let started = std::time::Instant::now();
-            let output = cancellable(control, self.vision.extract(&input, &control.cancel))
-                .await?
-                .map_err(|error| Failure::Adapter(Phase::Vision, error))?;
+            let started = Instant::now();
+            let output = adapter_call(control, job, Phase::Vision, || {
+                self.vision.extract(&input, &control.cancel)
+            })
+            .await?
+            .map_err(|error| Failure::Adapter(Phase::Vision, error))?;
             tracing::info!(job_id = %job.id, submission_id = %job.reference, phase = "vision", duration_ms = started.elapsed().as_millis() as u64, "vision done");
             let patch = json!({"cached_text_md": output.text_md, "cached_raw_metadata": output.raw_metadata});
             if !self.queue.merge_payload(job, &patch).await? {
@@ -242,10 +282,12 @@ impl Pipeline {
                 .and_then(Value::as_str)
                 .map(str::to_owned),
         };
-        let started = std::time::Instant::now();
-        let output = cancellable(control, self.feedback.feedback(&input, &control.cancel))
-            .await?
-            .map_err(|error| Failure::Adapter(Phase::Feedback, error))?;
+        let started = Instant::now();
+        let output = adapter_call(control, job, Phase::Feedback, || {
+            self.feedback.feedback(&input, &control.cancel)
+        })
+        .await?
+        .map_err(|error| Failure::Adapter(Phase::Feedback, error))?;
         tracing::info!(job_id = %job.id, submission_id = %job.reference, phase = "feedback", duration_ms = started.elapsed().as_millis() as u64, "feedback done");
         self.complete(job, &text_md, &output.feedback_md, &output.analysis_json)
             .await
@@ -404,16 +446,29 @@ impl Pipeline {
     }
 }
 
-/// Runs an adapter future unless the job is cancelled first.
-async fn cancellable<T>(
+/// Starts an adapter call unless the job is already cancelled (its lease may be
+/// over), and abandons it when the job is cancelled meanwhile.
+///
+/// The debug event marks the moment the call starts, with the lease it runs
+/// under: `cargo xtask chaos` checks those against the lease history ("no call
+/// while another worker holds a live lease").
+async fn adapter_call<T, F: Future<Output = T>>(
     control: &JobControl,
-    future: impl Future<Output = T>,
+    job: &LeasedJob,
+    phase: Phase,
+    start: impl FnOnce() -> F,
 ) -> Result<T, Failure> {
+    if control.cancel.is_cancelled() {
+        return Err(Failure::Cancelled);
+    }
+    tracing::debug!(job_id = %job.id, submission_id = %job.reference, lease_key = %job.lease_key, retry_count = job.retry_count, phase = phase.as_str(), "adapter call starts");
+    let future = start();
     tokio::select! {
+        biased;
+        () = control.cancel.cancelled() => Err(Failure::Cancelled),
         output = future => {
             if control.cancel.is_cancelled() { Err(Failure::Cancelled) } else { Ok(output) }
         }
-        () = control.cancel.cancelled() => Err(Failure::Cancelled),
     }
 }
 

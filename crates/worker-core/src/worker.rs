@@ -9,9 +9,16 @@
 //! A separate heartbeat task extends *all* held leases with one statement every
 //! `lease / 3`. A job whose key is missing from the heartbeat's answer lost its lease
 //! (it expired during a database outage and someone else took it): its task is
-//! cancelled and writes nothing. A job whose lease may have expired by our own clock
-//! (heartbeats failing for a whole lease period) is cancelled the same way, so a
-//! worker never keeps working past its lease.
+//! cancelled and writes nothing.
+//!
+//! Each job also carries a deadline by the worker's own clock: the moment the
+//! lease (or the last successful heartbeat) statement was *sent*, plus the lease,
+//! minus a tenth of it as margin. The database computed `leased_until` from a
+//! `now()` taken after that moment, so the deadline is never later than the real
+//! expiry. A job still running at its deadline — heartbeats failed or hung, say
+//! because the network to the database is cut — is cancelled at that instant by a
+//! timer of its own, before another worker can lease it, and it starts no adapter
+//! call once cancelled.
 //!
 //! # Shutdown
 //!
@@ -58,7 +65,6 @@ pub struct WorkerConfig {
 struct InFlight {
     lease_key: Uuid,
     control: Arc<JobControl>,
-    valid_until: Instant,
     task: tokio::task::Id,
 }
 
@@ -92,6 +98,7 @@ pub async fn run(
         let free = config.concurrency.saturating_sub(tasks.len());
         let mut leased_none = false;
         if free > 0 {
+            let sent = Instant::now();
             match pipeline.queue.lease(free, config.lease, None).await {
                 Ok(jobs) => {
                     database_backoff = Duration::from_millis(100);
@@ -103,7 +110,7 @@ pub async fn run(
                             &inflight,
                             &metrics,
                             job,
-                            config.lease,
+                            sent + surely_held(config.lease),
                         );
                     }
                 }
@@ -167,9 +174,9 @@ fn start_job(
     inflight: &InFlightJobs,
     metrics: &Arc<Metrics>,
     job: LeasedJob,
-    lease: Duration,
+    valid_until: Instant,
 ) {
-    let control = Arc::new(JobControl::default());
+    let control = Arc::new(JobControl::new(valid_until));
     let (job_id, lease_key) = (job.id, job.lease_key);
     metrics.add_inflight(1);
     let pipeline = Arc::clone(pipeline);
@@ -177,7 +184,10 @@ fn start_job(
     let task = tasks.spawn(async move {
         let started = Instant::now();
         tracing::debug!(job_id = %job.id, submission_id = %job.reference, retry_count = job.retry_count, "job started");
-        let outcome = pipeline.process(&job, &task_control).await;
+        let outcome = tokio::select! {
+            outcome = pipeline.process(&job, &task_control) => outcome,
+            never = task_control.expire_at_deadline(job.id) => never,
+        };
         (job.id, outcome, started.elapsed())
     });
     // Inserted before the main loop can join the task, which it does only after
@@ -187,7 +197,6 @@ fn start_job(
         InFlight {
             lease_key,
             control,
-            valid_until: Instant::now() + lease,
             task: task.id(),
         },
     );
@@ -237,8 +246,14 @@ fn record(
     tracing::info!(job_id = %job_id, outcome = ?outcome, duration_ms = duration.as_millis() as u64, "job ended");
 }
 
+/// How long after sending a lease or heartbeat statement the lease is surely
+/// still ours: the lease minus a tenth as margin for timer and scheduling delays.
+fn surely_held(lease: Duration) -> Duration {
+    lease - lease / 10
+}
+
 /// Extends every held lease every `lease / 3` with one statement, cancelling jobs
-/// whose lease is lost or may have run out by our own clock.
+/// whose lease is lost.
 async fn heartbeat_loop(queue: Queue, lease: Duration, inflight: InFlightJobs) {
     let interval = lease / 3;
     loop {
@@ -260,7 +275,7 @@ async fn heartbeat_loop(queue: Queue, lease: Duration, inflight: InFlightJobs) {
             Ok(held) => {
                 for (job_id, job) in jobs.iter_mut() {
                     if held.contains(&job.lease_key) {
-                        job.valid_until = sent + lease;
+                        job.control.extend_until(sent + surely_held(lease));
                     } else if keys.contains(&job.lease_key) && !job.control.lease_lost() {
                         // Either the lease was taken over, or the job has just
                         // finished and its row is gone: cancelling is right for the
@@ -272,14 +287,6 @@ async fn heartbeat_loop(queue: Queue, lease: Duration, inflight: InFlightJobs) {
                 }
             }
             Err(error) => tracing::warn!(error = %error, "heartbeat failed"),
-        }
-        // Whatever the database said, never work past a lease that may be over.
-        let now = Instant::now();
-        for (job_id, job) in jobs.iter() {
-            if now >= job.valid_until && !job.control.lease_lost() {
-                tracing::warn!(job_id = %job_id, "lease may have expired without a heartbeat; cancelling the job");
-                job.control.lose_lease();
-            }
         }
     }
 }

@@ -63,7 +63,11 @@ impl Setup {
     }
 
     pub(crate) fn pipeline(&self, db: &TestDb) -> Arc<Pipeline> {
-        let pool = Pool::builder(Manager::new(db.worker_config(), NoTls))
+        self.pipeline_on(db.worker_config())
+    }
+
+    fn pipeline_on(&self, database: tokio_postgres::Config) -> Arc<Pipeline> {
+        let pool = Pool::builder(Manager::new(database, NoTls))
             .max_size(4)
             .build()
             .unwrap();
@@ -108,12 +112,18 @@ impl Setup {
 
     /// Starts a long-running worker; cancel the token to stop it.
     pub(crate) fn spawn(&self, db: &TestDb) -> Running {
+        self.spawn_on(db.worker_config())
+    }
+
+    /// Starts a long-running worker that connects with `database` (e.g. through a
+    /// fault proxy).
+    pub(crate) fn spawn_on(&self, database: tokio_postgres::Config) -> Running {
         let metrics = Arc::new(Metrics::default());
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(worker::run(
-            self.pipeline(db),
+            self.pipeline_on(database.clone()),
             self.worker_config(),
-            db.worker_config(),
+            database,
             Arc::clone(&metrics),
             Mode::Run,
             shutdown.clone(),

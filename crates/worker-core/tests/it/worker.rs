@@ -7,9 +7,13 @@ use std::time::Duration;
 
 use fixtures::TestDb;
 use tokio_util::sync::CancellationToken;
-use worker_core::adapter::{AdapterFuture, FeedbackAdapter, FeedbackInput, FeedbackOutput};
+use worker_core::adapter::{
+    AdapterError, AdapterFuture, FeedbackAdapter, FeedbackInput, FeedbackOutput, VisionAdapter,
+    VisionInput, VisionOutput,
+};
 
-use fixtures::{StubCalls, eventually};
+use fixtures::{FaultProxy, ProxyMode, StubCalls, eventually};
+use worker_core::pipeline::JobControl;
 
 use crate::harness::Setup;
 
@@ -139,7 +143,7 @@ async fn a_taken_over_lease_cancels_the_old_holder_and_it_writes_nothing() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let outcome = taker.process(&stolen, &Default::default()).await;
+    let outcome = taker.process(&stolen, &a_fresh_lease()).await;
     let metrics = std::sync::Arc::clone(&running.metrics);
     running.stop().await;
     let running_lost = metrics
@@ -162,6 +166,87 @@ async fn a_taken_over_lease_cancels_the_old_holder_and_it_writes_nothing() {
         .await
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "completed");
+}
+
+fn a_fresh_lease() -> JobControl {
+    JobControl::new(std::time::Instant::now() + Duration::from_secs(30))
+}
+
+/// A vision call that lasts until it is cancelled or abandoned, and says when
+/// that happened.
+#[derive(Default)]
+struct UntilCancelled {
+    started: tokio::sync::Notify,
+    ended: Arc<tokio::sync::Notify>,
+}
+
+/// Notifies when dropped: the worker may abandon a call rather than wait for it.
+struct NotifyOnDrop(Arc<tokio::sync::Notify>);
+
+impl Drop for NotifyOnDrop {
+    fn drop(&mut self) {
+        self.0.notify_one();
+    }
+}
+
+impl VisionAdapter for UntilCancelled {
+    fn extract<'a>(
+        &'a self,
+        _: &'a VisionInput,
+        cancel: &'a CancellationToken,
+    ) -> AdapterFuture<'a, VisionOutput> {
+        Box::pin(async move {
+            let _ended = NotifyOnDrop(Arc::clone(&self.ended));
+            self.started.notify_one();
+            cancel.cancelled().await;
+            Err(AdapterError::transient("cancelled"))
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_cut_off_from_the_database_stops_its_job_before_the_lease_ends() {
+    let db = TestDb::new().await.unwrap();
+    let client = db.connect().await.unwrap();
+    let submission = fixtures::submission()
+        .image()
+        .insert(&client)
+        .await
+        .unwrap();
+    fixtures::job()
+        .submission(&submission)
+        .insert(&client)
+        .await
+        .unwrap();
+    let proxy = FaultProxy::start(db.tcp_addr()).unwrap();
+    let vision = Arc::new(UntilCancelled::default());
+    let mut cut_off = Setup::new();
+    cut_off.lease = Duration::from_secs(3);
+    cut_off.vision = Some(vision.clone());
+    let running = cut_off.spawn_on(db.worker_config_via(proxy.addr()));
+    vision.started.notified().await;
+
+    // Heartbeats now hang in the black hole: only the worker's own clock can
+    // tell it that the lease is over.
+    proxy.set(ProxyMode::Blackhole);
+    tokio::time::timeout(Duration::from_secs(60), vision.ended.notified())
+        .await
+        .expect("the cut-off worker kept working past its lease");
+    let lease_still_live: bool = client
+        .query_one(
+            "select leased_until > now() from learning_submission_jobs where submission_id = $1",
+            &[&submission.id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    proxy.set(ProxyMode::Pass);
+    running.stop().await;
+
+    assert!(
+        lease_still_live,
+        "the job was cancelled only after its lease had ended in the database"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
