@@ -1,5 +1,6 @@
 //! `cargo xtask ci`: the only CI entry point, so a local run and CI behave alike:
-//! fmt, clippy, build the tests (timed on its own), run them, then `e2e`.
+//! fmt, clippy, build the tests (timed on its own), run them, then `e2e` and
+//! `chaos --quick`.
 
 use std::time::Instant;
 
@@ -24,6 +25,16 @@ pub(crate) fn run(sh: &Shell) -> anyhow::Result<()> {
         cmd!(sh, "{cargo} test --workspace --locked").run()
     })?;
     step("e2e", || crate::e2e::run(sh))?;
+    step("chaos --quick", || {
+        crate::chaos::run(
+            sh,
+            &crate::chaos::Options {
+                quick: true,
+                minutes: 0.0,
+                seed: None,
+            },
+        )
+    })?;
     Ok(())
 }
 

@@ -14,6 +14,7 @@ use std::time::Instant;
 use anyhow::{Context as _, bail, ensure};
 use xshell::{Shell, cmd};
 
+use crate::db::{Db, secret_file};
 use crate::project_root;
 
 const TEXT_SUBMISSIONS: usize = 60;
@@ -73,19 +74,22 @@ pub(crate) fn run(sh: &Shell) -> anyhow::Result<()> {
     ))?;
     let secrets = scratch.path().join("secrets");
     std::fs::create_dir(&secrets)?;
+    let dsn = |user: &str, password: &str| {
+        format!(
+            "postgresql://{user}:{password}@{}:{}/platform",
+            fixtures::HOST,
+            cluster.port()
+        )
+    };
     let worker_dsn = secret_file(
         &secrets,
         "worker_dsn",
-        &cluster,
-        "gustav_worker",
-        &worker_password,
+        &dsn("gustav_worker", &worker_password),
     )?;
     let backup_dsn = secret_file(
         &secrets,
         "backup_dsn",
-        &cluster,
-        "gustav_backup",
-        &backup_password,
+        &dsn("gustav_backup", &backup_password),
     )?;
 
     phase("seed courses, tasks, text/image/PDF submissions and jobs");
@@ -186,77 +190,6 @@ pub(crate) fn run(sh: &Shell) -> anyhow::Result<()> {
 
 fn phase(name: &str) {
     eprintln!("xtask e2e: {name}");
-}
-
-/// Runs SQL against one database of the cluster as the superuser, over the unix
-/// socket (trust), so that no password is needed on the command line.
-struct Db<'a> {
-    sh: &'a Shell,
-    cluster: &'a fixtures::TestCluster,
-    name: &'a str,
-}
-
-impl Db<'_> {
-    fn psql(&self, dbname: &str) -> xshell::Cmd<'_> {
-        let psql = self.cluster.bin_dir().join("psql");
-        let socket = self.cluster.socket_dir();
-        let port = self.cluster.port().to_string();
-        let sh = self.sh;
-        cmd!(
-            sh,
-            "{psql} -X -q -v ON_ERROR_STOP=1 -h {socket} -p {port} -U postgres -d {dbname}"
-        )
-    }
-
-    fn admin(&self, dbname: &str, sql: &str) -> anyhow::Result<()> {
-        Ok(self.psql(dbname).arg("-c").arg(sql).run()?)
-    }
-
-    fn run_file(&self, path: &Path) -> anyhow::Result<()> {
-        Ok(self.psql(self.name).arg("-1").arg("-f").arg(path).run()?)
-    }
-
-    fn stdin_sql(&self, sql: &str) -> anyhow::Result<()> {
-        self.stdin_bytes(sql.as_bytes().to_vec())
-    }
-
-    fn stdin_bytes(&self, bytes: Vec<u8>) -> anyhow::Result<()> {
-        Ok(self
-            .psql(self.name)
-            .stdin(bytes)
-            .quiet()
-            .ignore_stdout()
-            .run()?)
-    }
-
-    fn query(&self, sql: &str) -> anyhow::Result<String> {
-        Ok(self.psql(self.name).args(["-At", "-c", sql]).read()?)
-    }
-}
-
-/// A `*_FILE` secret holding a DSN with a password, private to this user.
-fn secret_file(
-    dir: &Path,
-    name: &str,
-    cluster: &fixtures::TestCluster,
-    user: &str,
-    password: &str,
-) -> anyhow::Result<PathBuf> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let path = dir.join(name);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)?;
-    writeln!(
-        file,
-        "postgresql://{user}:{password}@{}:{}/platform",
-        fixtures::HOST,
-        cluster.port()
-    )?;
-    Ok(path)
 }
 
 fn seed(db: &Db<'_>, storage: &Path) -> anyhow::Result<()> {

@@ -11,7 +11,11 @@ tasks:
   e2e             the whole system on a throwaway PostgreSQL (release binaries)
   e2e --compose   the same scenario against compose.yaml (needs a Docker engine)
   bench           backup and worker benchmarks against the usual alternatives
-  bench --quick   a smoke run of the same, under a minute or two";
+  bench --quick   a smoke run of the same, under a minute or two
+  chaos           workers and backups under injected faults, checked for lost,
+                  duplicated or leaked work (options: --minutes N, default 10;
+                  --seed S to repeat a fault schedule)
+  chaos --quick   a short run of the same (part of ci)";
 
 /// What to do.
 pub(crate) enum Task {
@@ -27,6 +31,8 @@ pub(crate) enum Task {
         /// `--quick`.
         quick: bool,
     },
+    /// Fault injection.
+    Chaos(crate::chaos::Options),
     /// Print the usage.
     Help,
 }
@@ -45,6 +51,7 @@ impl Task {
                 Some("--quick") => Task::Bench { quick: true },
                 Some(other) => bail!("unknown bench flag `{other}`\n\n{USAGE}"),
             },
+            Some("chaos") => return chaos_options(args).map(Task::Chaos),
             Some("help" | "--help" | "-h") | None => Task::Help,
             Some(other) => bail!("unknown task `{other}`\n\n{USAGE}"),
         };
@@ -53,4 +60,39 @@ impl Task {
         }
         Ok(task)
     }
+}
+
+fn chaos_options(mut args: impl Iterator<Item = String>) -> anyhow::Result<crate::chaos::Options> {
+    let mut options = crate::chaos::Options {
+        quick: false,
+        minutes: 10.0,
+        seed: None,
+    };
+    while let Some(flag) = args.next() {
+        let mut value = |name: &str| {
+            args.next()
+                .ok_or_else(|| anyhow::anyhow!("{name} needs a value\n\n{USAGE}"))
+        };
+        match flag.as_str() {
+            "--quick" => options.quick = true,
+            "--minutes" => {
+                let minutes = value("--minutes")?;
+                options.minutes = minutes
+                    .parse()
+                    .ok()
+                    .filter(|m: &f64| m.is_finite() && *m > 0.0)
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("--minutes wants a positive number, got `{minutes}`")
+                    })?;
+            }
+            "--seed" => {
+                let seed = value("--seed")?;
+                options.seed = Some(seed.parse().map_err(|_| {
+                    anyhow::anyhow!("--seed wants an unsigned integer, got `{seed}`")
+                })?);
+            }
+            other => bail!("unknown chaos flag `{other}`\n\n{USAGE}"),
+        }
+    }
+    Ok(options)
 }

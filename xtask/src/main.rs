@@ -5,8 +5,10 @@
 //! `#[test]`s in `tidy.rs`, so `cargo test` enforces them like any other test.
 
 mod bench;
+mod chaos;
 mod ci;
 mod compose;
+mod db;
 mod e2e;
 mod flags;
 #[cfg(test)]
@@ -36,6 +38,7 @@ fn run() -> anyhow::Result<()> {
         flags::Task::E2e { compose: false } => e2e::run(&sh),
         flags::Task::E2e { compose: true } => compose::run(&sh),
         flags::Task::Bench { quick } => bench::run(&sh, quick),
+        flags::Task::Chaos(options) => chaos::run(&sh, &options),
         flags::Task::Help => {
             eprintln!("{}", flags::USAGE);
             Ok(())

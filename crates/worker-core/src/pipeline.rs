@@ -458,6 +458,11 @@ async fn adapter_call<T, F: Future<Output = T>>(
     phase: Phase,
     start: impl FnOnce() -> F,
 ) -> Result<T, Failure> {
+    // The deadline timer may not have run yet (the process was paused, say):
+    // look at the clock too.
+    if Instant::now() >= control.valid_until() {
+        control.lose_lease();
+    }
     if control.cancel.is_cancelled() {
         return Err(Failure::Cancelled);
     }
