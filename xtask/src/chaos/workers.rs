@@ -177,6 +177,7 @@ pub(crate) struct Report {
     jobs: u64,
     completed: u64,
     failed: u64,
+    not_as_configured: u64,
     calls: u64,
     expected_calls: u64,
     duplicates: BTreeMap<String, u64>,
@@ -218,8 +219,8 @@ impl Report {
             (
                 "jobs".into(),
                 format!(
-                    "{} ({} completed, {} failed, as configured)",
-                    self.jobs, self.completed, self.failed
+                    "{} ({} completed, {} failed; {} not as configured)",
+                    self.jobs, self.completed, self.failed, self.not_as_configured
                 ),
             ),
             (
@@ -592,6 +593,7 @@ impl World<'_> {
         let [jobs, completed, failed, mismatched, lost, wrong_job_state] = numbers(&outcome)?;
         (report.jobs, report.completed, report.failed, report.lost) =
             (jobs, completed, failed, lost);
+        report.not_as_configured = mismatched;
         if mismatched > 0 {
             let examples = db.query(
                 "select e.kind || ' starting at retry ' || e.initial_retry_count || ': expected ' || e.status \
