@@ -271,6 +271,9 @@ impl Report {
     }
 }
 
+/// One roll (see [`World::inject`]) for each kind of fault.
+const EVERY_FAULT: [usize; 7] = [5, 20, 35, 50, 60, 80, 95];
+
 struct Worker {
     slot: usize,
     instance: usize,
@@ -354,7 +357,9 @@ pub(crate) fn run(setup: &Setup<'_>, rng: &mut Rng) -> anyhow::Result<Report> {
     );
     let faults_started = Instant::now();
     let mut next_feed = Instant::now() + Duration::from_secs(10);
-    while faults_started.elapsed() < setup.fault_period {
+    // Every kind of fault at least once, in random order, then random ones.
+    let mut deck: Vec<usize> = EVERY_FAULT.to_vec();
+    while faults_started.elapsed() < setup.fault_period || !deck.is_empty() {
         std::thread::sleep(rng.seconds(0.8, 2.2));
         if !setup.quick && Instant::now() >= next_feed {
             // Below the workers' throughput (~28 jobs/s here), so the backlog stays
@@ -362,7 +367,12 @@ pub(crate) fn run(setup: &Setup<'_>, rng: &mut Rng) -> anyhow::Result<Report> {
             seed(&world.db, 250, &failures)?;
             next_feed += Duration::from_secs(10);
         }
-        world.inject(rng, &mut report)?;
+        let roll = if deck.is_empty() {
+            rng.below(100)
+        } else {
+            deck.swap_remove(rng.below(deck.len()))
+        };
+        world.inject(roll, rng, &mut report)?;
     }
     for proxy in &world.proxies {
         proxy.set(ProxyMode::Pass);
@@ -479,7 +489,8 @@ impl World<'_> {
         }
     }
 
-    fn inject(&mut self, rng: &mut Rng, report: &mut Report) -> anyhow::Result<()> {
+    /// Injects the fault that `roll` (0–99) picks, on a random worker slot.
+    fn inject(&mut self, roll: usize, rng: &mut Rng, report: &mut Report) -> anyhow::Result<()> {
         let slot = rng.below(WORKERS);
         let instance = self
             .workers
@@ -487,7 +498,7 @@ impl World<'_> {
             .find(|worker| worker.slot == slot)
             .map(|worker| worker.instance);
         let started = SystemTime::now();
-        let kind = match rng.below(100) {
+        let kind = match roll {
             0..10 => {
                 // A long GC-like pause or a frozen VM: the process wakes up
                 // after its leases expired, with its timers all due at once.
