@@ -22,7 +22,11 @@
 //! key still matches; the caller adds its own writes (the result) to that transaction
 //! and ends it with [`Fence::complete`], [`Fence::retry`], [`Fence::fail`] or
 //! [`Fence::release`]. A worker whose lease was taken over gets `None` and writes
-//! nothing, so a result is never written by a worker that lost its lease.
+//! nothing, so a result is never written by a worker that lost its lease. The
+//! common end — write the result, delete the job — also exists as one statement,
+//! [`Queue::complete_with`]: a fenced `DELETE … RETURNING` whose row, if any, feeds
+//! the caller's SQL call, so the whole completion is one round trip and atomic.
+//! [`Queue::complete_many`] acks many jobs that have nothing else to write.
 //!
 //! **Time** is the database's (`now()`), so worker clocks never matter; every
 //! time-dependent statement takes an optional `now` so tests move the clock instead

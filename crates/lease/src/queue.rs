@@ -93,6 +93,8 @@ struct Statements {
     release: String,
     merge_payload: String,
     complete_many: String,
+    /// Followed by the caller's call expression and `from done`.
+    complete_with: String,
 }
 
 impl Statements {
@@ -157,6 +159,9 @@ impl Statements {
                 "delete from {table} j using unnest($1::uuid[], $2::uuid[]) as done(id, lease_key) \
                  where j.id = done.id and j.lease_key = done.lease_key and j.status = 'leased' \
                  returning j.id"
+            ),
+            complete_with: format!(
+                "with done as (delete from {table} {fenced} returning {reference_column} as reference) select "
             ),
         }
     }
@@ -272,6 +277,31 @@ impl Queue {
         let statement = client.prepare_cached(&self.sql.complete_many).await?;
         let rows = client.query(&statement, &[&ids, &keys]).await?;
         Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
+    /// Completes (deletes) the job and, in the same statement, evaluates `call` —
+    /// an SQL expression over `done.reference` (the job's reference column) and
+    /// the parameters `$3…` given in `params` — once, only if the lease was still
+    /// ours. One statement is one transaction and one round trip: the row is
+    /// locked by id and key, the call runs, the job is gone, or nothing happened.
+    /// `false`: the lease was lost, nothing was called or deleted. If `call`
+    /// raises, the job is not deleted and the error is returned.
+    ///
+    /// `call` is SQL written by the caller (e.g. `record_result(done.reference,
+    /// $3)`), never data: data goes in `params`.
+    pub async fn complete_with(
+        &self,
+        job: &LeasedJob,
+        call: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<bool, Error> {
+        let sql = format!("{}{call} from done", self.sql.complete_with);
+        let mut all: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            vec![&job.id, &job.lease_key];
+        all.extend_from_slice(params);
+        let client = self.pool.get().await?;
+        let statement = client.prepare_cached(&sql).await?;
+        Ok(client.query(&statement, &all).await?.len() == 1)
     }
 
     /// Puts the job back, fenced and in its own transaction; `false` if the lease

@@ -12,9 +12,9 @@
 //!   text? ──yes──► student's text ─────────────────────────────┐
 //!        │ no                                                  │
 //!        ▼                                                     ▼
-//!   payload.cached_text_md? ──yes──► cached OCR ──────────► feedback ──► fenced:
-//!        │ no                                                  ▲        update_completed
-//!        ▼                                                     │        + delete job
+//!   payload.cached_text_md? ──yes──► cached OCR ──────────► feedback ──► one fenced
+//!        │ no                                                  ▲        statement: delete
+//!        ▼                                                     │        job + update_completed
 //!   vision ──► fenced: cache text in job payload ──────────────┘
 //!
 //!   transient error, retries left ──► fenced: mark_retry + requeue with backoff
@@ -293,29 +293,42 @@ impl Pipeline {
             .await
     }
 
+    /// Reads the submission as its student (RLS), in one transaction whose four
+    /// statements are pipelined: one round trip.
     async fn read_submission(
         &self,
         job: &LeasedJob,
         student_sub: &str,
     ) -> Result<Option<Submission>, Failure> {
-        let mut client = self.queue.pool().get().await?;
-        let transaction = client.transaction().await?;
-        transaction
-            .execute(
-                "select set_config('app.current_sub', $1, true)",
-                &[&student_sub],
-            )
+        let client = self.queue.pool().get().await?;
+        let act_as = client
+            .prepare_cached("select set_config('app.current_sub', $1, true)")
             .await?;
-        let row = transaction
-            .query_opt(
+        let read = client
+            .prepare_cached(
                 "select s.kind, s.text_body, s.storage_key, s.mime_type, s.size_bytes, s.sha256, \
                         s.analysis_status, s.internal_metadata, t.instruction_md, t.criteria \
                  from learning_submissions s left join unit_tasks t on t.id = s.task_id \
                  where s.id = $1",
-                &[&job.reference],
             )
             .await?;
-        transaction.commit().await?;
+        // Requests go out in the order they are first polled; `biased` polls in
+        // the written order.
+        let (act_as_params, read_params): (
+            [&(dyn tokio_postgres::types::ToSql + Sync); 1],
+            [&(dyn tokio_postgres::types::ToSql + Sync); 1],
+        ) = ([&student_sub], [&job.reference]);
+        let (begun, acting, row, committed) = tokio::join!(
+            biased;
+            client.batch_execute("begin"),
+            client.execute(&act_as, &act_as_params),
+            client.query_opt(&read, &read_params),
+            client.batch_execute("commit"),
+        );
+        begun?;
+        acting?;
+        let row = row?;
+        committed?;
         Ok(row.map(|row| Submission {
             kind: row.get(0),
             text_body: row.get(1),
@@ -330,8 +343,9 @@ impl Pipeline {
         }))
     }
 
-    /// Writes the result and deletes the job in one fenced transaction. If the
-    /// submission was completed meanwhile (the helper raises), the job is removed.
+    /// Writes the result and deletes the job in one fenced statement (see
+    /// [`Queue::complete_with`]): one round trip, atomic. If the submission was
+    /// completed meanwhile (the helper raises), the job is removed.
     async fn complete(
         &self,
         job: &LeasedJob,
@@ -339,24 +353,20 @@ impl Pipeline {
         feedback_md: &str,
         analysis: &Value,
     ) -> Result<Outcome, Failure> {
-        let mut client = self.queue.pool().get().await?;
-        let Some(fence) = self.queue.fence(&mut client, job).await? else {
-            return Ok(Outcome::LeaseLost);
-        };
-        let written = fence
-            .transaction()
-            .execute(
-                "select learning_worker_update_completed($1, $2, $3, $4)",
-                &[&job.reference, &text, &feedback_md, analysis],
+        let written = self
+            .queue
+            .complete_with(
+                job,
+                "learning_worker_update_completed(done.reference, $3, $4, $5)",
+                &[&text, &feedback_md, analysis],
             )
             .await;
         match written {
-            Ok(_) => {
-                fence.complete().await?;
-                Ok(Outcome::Completed)
-            }
-            Err(error) if error.code() == Some(&SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE) => {
-                drop(fence);
+            Ok(true) => Ok(Outcome::Completed),
+            Ok(false) => Ok(Outcome::LeaseLost),
+            Err(error)
+                if error.sql_state() == Some(&SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE) =>
+            {
                 tracing::info!(job_id = %job.id, "submission was handled meanwhile; removing the job");
                 self.finish(job, Transition::Delete, Outcome::Skipped).await
             }

@@ -320,3 +320,74 @@ async fn complete_many_acks_held_jobs_and_skips_lost_ones() {
     assert_eq!(left, [taken.id]);
     assert!(queue.complete_many(&[]).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn complete_with_calls_once_and_only_while_the_lease_is_held() {
+    let db = TestDb::new().await.unwrap();
+    let client = db.connect().await.unwrap();
+    client
+        .batch_execute(
+            "create table completions (submission_id uuid, note text);
+             create function record_completion(p_submission uuid, p_note text) returns void
+               language sql as $$ insert into completions values (p_submission, p_note) $$;
+             create function refuse(p_submission uuid) returns void language plpgsql
+               as $$ begin raise exception 'already handled' using errcode = '55000'; end $$;",
+        )
+        .await
+        .unwrap();
+    fixtures::job().insert_many(&client, 3).await.unwrap();
+    let queue = queue(&db, 2);
+    let jobs = queue.lease(3, LEASE, Some(t0())).await.unwrap();
+    // One of them is taken over by another holder after its lease ran out.
+    let taken = queue
+        .lease(1, LEASE, Some(t0() + LEASE + LEASE))
+        .await
+        .unwrap()
+        .remove(0);
+    let stale = jobs.iter().find(|job| job.id == taken.id).unwrap();
+    let others: Vec<_> = jobs.iter().filter(|job| job.id != taken.id).collect();
+    let (held, refused) = (others[0], others[1]);
+    let call = "record_completion(done.reference, $3)";
+
+    let completed = queue.complete_with(held, call, &[&"first"]).await.unwrap();
+    let again = queue.complete_with(held, call, &[&"again"]).await.unwrap();
+    let lost = queue.complete_with(stale, call, &[&"stale"]).await.unwrap();
+    let raised = queue
+        .complete_with(refused, "refuse(done.reference)", &[])
+        .await
+        .unwrap_err();
+
+    assert!(completed, "the held job is completed");
+    assert!(!again, "a completed job cannot be completed again");
+    assert!(!lost, "a taken-over job is not completed by its old holder");
+    assert_eq!(
+        raised.sql_state(),
+        Some(&tokio_postgres::error::SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE)
+    );
+    let notes: Vec<(uuid::Uuid, String)> = client
+        .query("select submission_id, note from completions", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(
+        notes,
+        [(held.reference, "first".to_owned())],
+        "one call, for the held job"
+    );
+    let mut left: Vec<uuid::Uuid> = client
+        .query("select id from learning_submission_jobs", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    left.sort();
+    let mut expected = vec![refused.id, taken.id];
+    expected.sort();
+    assert_eq!(
+        left, expected,
+        "a raising call deletes nothing; the taken job stays"
+    );
+}

@@ -299,3 +299,58 @@ async fn handled_invisible_and_malformed_jobs_do_not_stop_the_others() {
     );
     let _ = Value::Null;
 }
+
+/// Feedback that, while it "thinks", lets someone else complete the submission —
+/// the race the completion helper's state check exists for.
+struct CompletedMeanwhile {
+    admin: tokio_postgres::Client,
+}
+
+impl worker_core::adapter::FeedbackAdapter for CompletedMeanwhile {
+    fn feedback<'a>(
+        &'a self,
+        input: &'a worker_core::adapter::FeedbackInput,
+        _: &'a tokio_util::sync::CancellationToken,
+    ) -> worker_core::adapter::AdapterFuture<'a, worker_core::adapter::FeedbackOutput> {
+        Box::pin(async move {
+            self.admin
+                .execute(
+                    "update learning_submissions set analysis_status = 'completed', \
+                            feedback_md = 'written by someone else' where id = $1",
+                    &[&input.job.submission_id],
+                )
+                .await
+                .unwrap();
+            Ok(worker_core::adapter::FeedbackOutput {
+                feedback_md: "ours".to_owned(),
+                analysis_json: serde_json::json!({"schema": "criteria.v2"}),
+            })
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_submission_completed_meanwhile_keeps_the_other_result_and_loses_its_job() {
+    let db = TestDb::new().await.unwrap();
+    let client = db.connect().await.unwrap();
+    let job = fixtures::job().insert(&client).await.unwrap();
+    let mut setup = Setup::new();
+    setup.feedback = Some(std::sync::Arc::new(CompletedMeanwhile {
+        admin: db.connect().await.unwrap(),
+    }));
+
+    let metrics = setup.drain(&db).await;
+
+    assert_eq!(metrics.processed_count("skipped"), 1);
+    assert_eq!(metrics.processed_count("completed"), 0);
+    let row = client
+        .query_one(
+            "select feedback_md, (select count(*) from learning_submission_jobs) \
+             from learning_submissions where id = $1",
+            &[&job.submission.id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "written by someone else");
+    assert_eq!(row.get::<_, i64>(1), 0, "the job is removed");
+}
