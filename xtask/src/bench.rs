@@ -305,21 +305,32 @@ fn worker_cases(
     let schema = project_root().join("crates/worker-core/src/schema.sql");
     let mut rows = Vec::new();
     let mut json = Vec::new();
-    let seed = |db: &str, jobs: u32| -> anyhow::Result<()> {
+    // Every `image_every`-th submission an image (0: none), so its job also runs
+    // vision and writes the OCR cache into the job's payload.
+    let seed_mix = |db: &str, jobs: u32, image_every: u32| -> anyhow::Result<()> {
         psql.run(
             db,
             &format!(
                 "insert into courses (title) values ('Bench');
                  insert into unit_tasks (course_id, instruction_md, criteria) select id, 'Explain.', '[\"A\", \"B\"]' from courses;
-                 insert into learning_submissions (course_id, task_id, student_sub, kind, text_body, attempt_nr)
-                   select t.course_id, t.id, 'student-' || (n % 50), 'text', 'Answer ' || n, 1
-                   from unit_tasks t, generate_series(1, {jobs}) n;
+                 insert into learning_submissions
+                   (course_id, task_id, student_sub, kind, text_body, storage_key, mime_type, size_bytes, sha256, attempt_nr)
+                   select t.course_id, t.id, 'student-' || (n % 50), k.kind,
+                          case when k.kind = 'text' then 'Answer ' || n end,
+                          case when k.kind = 'image' then 'submissions/' || n || '.png' end,
+                          case when k.kind = 'image' then 'image/png' end,
+                          case when k.kind = 'image' then 4096 end,
+                          case when k.kind = 'image' then repeat('ab', 32) end, 1
+                   from unit_tasks t, generate_series(1, {jobs}) n,
+                        lateral (select case when {image_every} > 0 and n % {image_every} = 0
+                                             then 'image' else 'text' end as kind) k;
                  insert into learning_submission_jobs (submission_id, payload)
                    select id, jsonb_build_object('student_sub', student_sub, 'criteria', '[\"A\", \"B\"]'::jsonb) from learning_submissions;"
             ),
         )?;
         Ok(())
     };
+    let seed = |db: &str, jobs: u32| seed_mix(db, jobs, 0);
     let fresh_db = |name: &str| -> anyhow::Result<String> {
         psql.run(
             "postgres",
@@ -345,9 +356,13 @@ fn worker_cases(
         ));
     }
     let worker = project_root().join("target/release/learning-worker");
-    for concurrency in ["4", "16"] {
+    for (concurrency, image_every, mix) in [
+        ("4", 0, "text"),
+        ("16", 0, "text"),
+        ("16", 2, "half images"),
+    ] {
         let db = fresh_db("bench_worker")?;
-        seed(&db, settings.jobs)?;
+        seed_mix(&db, settings.jobs, image_every)?;
         let dsn = psql.dsn_as("gustav_worker", &db);
         let started = Instant::now();
         cmd!(sh, "{worker} drain")
@@ -358,8 +373,8 @@ fn worker_cases(
             .run()?;
         let seconds = started.elapsed().as_secs_f64();
         let rate = f64::from(settings.jobs) / seconds;
-        rows.push(format!("| learning-worker drain, stub | concurrency {concurrency} | {rate:.0} jobs/s | {} jobs in {seconds:.2} s (process start included) |", settings.jobs));
-        json.push(format!("{{\"case\":\"worker_pipeline\",\"concurrency\":{concurrency},\"jobs_per_s\":{rate:.1}}}"));
+        rows.push(format!("| learning-worker drain, stub, {mix} | concurrency {concurrency} | {rate:.0} jobs/s | {} jobs in {seconds:.2} s (process start included) |", settings.jobs));
+        json.push(format!("{{\"case\":\"worker_pipeline\",\"submissions\":\"{mix}\",\"concurrency\":{concurrency},\"jobs_per_s\":{rate:.1}}}"));
     }
     let (latency_row, latency_json) =
         pickup_latency(&psql, &fresh_db("bench_pickup")?, &worker, settings.pickups)?;

@@ -270,10 +270,10 @@ async fn heartbeat_loop(queue: Queue, lease: Duration, inflight: InFlightJobs) {
         } else {
             queue.heartbeat(&keys, lease, None).await
         };
-        let mut jobs = inflight.lock().expect("inflight lock");
+        let jobs = inflight.lock().expect("inflight lock");
         match held {
             Ok(held) => {
-                for (job_id, job) in jobs.iter_mut() {
+                for (job_id, job) in jobs.iter() {
                     if held.contains(&job.lease_key) {
                         job.control.extend_until(sent + surely_held(lease));
                     } else if keys.contains(&job.lease_key) && !job.control.lease_lost() {
