@@ -36,7 +36,7 @@ use crate::db::{Db, secret_file};
 use crate::project_root;
 
 const WORKERS: usize = 3;
-const CONCURRENCY: &str = "32";
+const CONCURRENCY: &str = "64";
 const LEASE_SECONDS: &str = "2";
 /// Longer than the lease: every job needs heartbeats to survive.
 const STUB_DELAY_MS: &str = "2200";
@@ -317,7 +317,7 @@ pub(crate) fn run(setup: &Setup<'_>, rng: &mut Rng) -> anyhow::Result<Report> {
         setup.worker_password
     ))?;
     let failures = parse_stub_failures(STUB_FAIL).map_err(anyhow::Error::msg)?;
-    let initial = if setup.quick { 600 } else { 1_500 };
+    let initial = if setup.quick { 2_000 } else { 3_000 };
     seed(&db, initial, &failures)?;
     let logs = setup.scratch.join("worker-logs");
     std::fs::create_dir_all(&logs)?;
@@ -362,9 +362,9 @@ pub(crate) fn run(setup: &Setup<'_>, rng: &mut Rng) -> anyhow::Result<Report> {
     while faults_started.elapsed() < setup.fault_period || !deck.is_empty() {
         std::thread::sleep(rng.seconds(0.8, 2.2));
         if !setup.quick && Instant::now() >= next_feed {
-            // Below the workers' throughput (~28 jobs/s here), so the backlog stays
+            // Below the workers' throughput (~55 jobs/s here), so the backlog stays
             // bounded however long the run.
-            seed(&world.db, 250, &failures)?;
+            seed(&world.db, 400, &failures)?;
             next_feed += Duration::from_secs(10);
         }
         let roll = if deck.is_empty() {
