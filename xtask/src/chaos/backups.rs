@@ -159,10 +159,12 @@ pub(crate) fn run(setup: &Setup<'_>, rng: &mut Rng) -> anyhow::Result<Report> {
     let db = Db {
         sh: setup.sh,
         cluster: setup.cluster,
-        name: "chaos",
+        name: "chaos_backup",
     };
-    // About 17 MB of SQL: long enough, through the slowed proxy, for a fault to
-    // land mid-dump; the worker scenario's tables come along.
+    db.admin("postgres", "create database chaos_backup")?;
+    // About 17 MB of SQL, whatever the worker scenario left in its own database:
+    // long enough, through the slowed proxy, for a fault to land mid-dump, short
+    // enough for a clean dump to stay well inside the timeout.
     db.stdin_sql(&format!(
         "create table chaos_notes (id int primary key, body text not null);
          insert into chaos_notes select n, repeat(md5(n::text) || ' ', 25) from generate_series(1, 20000) n;
@@ -177,7 +179,7 @@ pub(crate) fn run(setup: &Setup<'_>, rng: &mut Rng) -> anyhow::Result<Report> {
         setup.scratch,
         "backup.dsn",
         &format!(
-            "postgresql://gustav_backup:{}@127.0.0.1:{}/chaos",
+            "postgresql://gustav_backup:{}@127.0.0.1:{}/chaos_backup",
             setup.backup_password,
             proxy.addr().port()
         ),
