@@ -248,26 +248,17 @@ async fn check_passes_for_gustav_worker_and_fails_for_a_superuser() {
 async fn a_killed_worker_s_job_is_finished_by_another_after_its_lease() {
     let mut world = World::new().await;
     let client = world.db.connect().await.unwrap();
-    let mut submissions = Vec::new();
-    for _ in 0..3 {
-        let submission = fixtures::submission()
-            .image()
-            .insert_with_job(&client)
-            .await
-            .unwrap();
-        submissions.push(submission);
-    }
+    let submissions = fixtures::submission()
+        .image()
+        .insert_many_with_jobs(&client, 3)
+        .await
+        .unwrap();
     world
         .set("AI_STUB_DELAY_MS", "1500")
         .set("WORKER_LEASE_SECONDS", "2")
         .set("WORKER_CONCURRENCY", "1");
     let mut victim = world.spawn(&["run"]);
-    eventually(
-        &client,
-        "select count(*) = 1 from learning_submission_jobs where status = 'leased'",
-        "a job leased",
-    )
-    .await;
+    fixtures::one_job_leased(&client).await;
     signal(&victim, libc::SIGKILL);
     victim.wait().unwrap();
 
@@ -314,12 +305,7 @@ async fn sigterm_returns_unfinished_jobs_and_exits_0() {
         .set("AI_STUB_DELAY_MS", "600000")
         .set("WORKER_SHUTDOWN_GRACE_SECONDS", "0.2");
     let worker = world.spawn(&["run"]);
-    eventually(
-        &client,
-        "select count(*) = 1 from learning_submission_jobs where status = 'leased'",
-        "job leased",
-    )
-    .await;
+    fixtures::one_job_leased(&client).await;
 
     signal(&worker, libc::SIGTERM);
     let output = tokio::task::block_in_place(|| worker.wait_with_output().unwrap());
@@ -451,15 +437,11 @@ fn help_documents_commands_and_variables() {
 async fn two_processes_with_jobs_longer_than_the_lease_process_each_once() {
     let mut world = World::new().await;
     let client = world.db.connect().await.unwrap();
-    let mut submissions = Vec::new();
-    for _ in 0..4 {
-        let submission = fixtures::submission()
-            .image()
-            .insert_with_job(&client)
-            .await
-            .unwrap();
-        submissions.push(submission);
-    }
+    let submissions = fixtures::submission()
+        .image()
+        .insert_many_with_jobs(&client, 4)
+        .await
+        .unwrap();
     // Vision and feedback take 1.2 s each against a 1 s lease: 2.4 × the lease.
     world
         .set("AI_STUB_DELAY_MS", "1200")

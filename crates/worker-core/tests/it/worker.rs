@@ -70,15 +70,11 @@ async fn jobs_longer_than_the_lease_are_processed_once_by_two_workers() {
     let db = TestDb::new().await.unwrap();
     let client = db.connect().await.unwrap();
     let log = std::env::temp_dir().join(format!("{}-calls.log", db.name()));
-    let mut submissions = Vec::new();
-    for _ in 0..4 {
-        let submission = fixtures::submission()
-            .image()
-            .insert_with_job(&client)
-            .await
-            .unwrap();
-        submissions.push(submission);
-    }
+    let submissions = fixtures::submission()
+        .image()
+        .insert_many_with_jobs(&client, 4)
+        .await
+        .unwrap();
     // Each job takes 2 × 1.5 s against a 1.2 s lease: only heartbeats keep it.
     let mut setup = Setup::new()
         .delay(Duration::from_millis(1500))
@@ -113,12 +109,7 @@ async fn a_taken_over_lease_cancels_the_old_holder_and_it_writes_nothing() {
     slow.lease = Duration::from_millis(900);
     slow.shutdown_grace = Duration::from_millis(100);
     let running = slow.spawn(&db);
-    eventually(
-        &client,
-        "select count(*) = 1 from learning_submission_jobs where status = 'leased'",
-        "job leased",
-    )
-    .await;
+    fixtures::one_job_leased(&client).await;
 
     // Another worker takes the job over as if the lease had expired: leasing with
     // the clock an hour ahead does it in one statement, with a fresh key.
@@ -290,12 +281,7 @@ async fn shutdown_returns_unfinished_jobs_and_lets_quick_ones_finish() {
     let mut stuck = Setup::new().delay(Duration::from_secs(60));
     stuck.shutdown_grace = Duration::from_millis(200);
     let running = stuck.spawn(&db);
-    eventually(
-        &client,
-        "select count(*) = 1 from learning_submission_jobs where status = 'leased'",
-        "job leased",
-    )
-    .await;
+    fixtures::one_job_leased(&client).await;
 
     running.stop().await;
 
@@ -314,12 +300,7 @@ async fn shutdown_returns_unfinished_jobs_and_lets_quick_ones_finish() {
 
     let quick = Setup::new().delay(Duration::from_millis(300));
     let running = quick.spawn(&db);
-    eventually(
-        &client,
-        "select count(*) = 1 from learning_submission_jobs where status = 'leased'",
-        "job leased",
-    )
-    .await;
+    fixtures::one_job_leased(&client).await;
     running.stop().await;
     let left: i64 = client
         .query_one("select count(*) from learning_submission_jobs", &[])
