@@ -289,16 +289,7 @@ async fn complete_many_acks_held_jobs_and_skips_lost_ones() {
     let client = db.connect().await.unwrap();
     fixtures::job().insert_many(&client, 3).await.unwrap();
     let queue = queue(&db, 2);
-    let mut jobs = queue.lease(3, LEASE, Some(t0())).await.unwrap();
-    // One of them is taken over by another holder after its lease ran out.
-    let taken = queue
-        .lease(1, LEASE, Some(t0() + LEASE + LEASE))
-        .await
-        .unwrap()
-        .remove(0);
-    jobs.sort_by_key(|job| job.id == taken.id);
-    let stale = jobs.last().unwrap().clone();
-    assert_eq!(stale.id, taken.id);
+    let (jobs, taken) = three_leased_one_taken_over(&queue).await;
 
     let mut done = queue.complete_many(&jobs).await.unwrap();
 
@@ -310,14 +301,7 @@ async fn complete_many_acks_held_jobs_and_skips_lost_ones() {
         .collect();
     expected.sort();
     assert_eq!(done, expected, "the two held jobs, not the taken one");
-    let left: Vec<uuid::Uuid> = client
-        .query("select id from learning_submission_jobs", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    assert_eq!(left, [taken.id]);
+    assert_eq!(job_ids_left(&client).await, [taken.id]);
     assert!(queue.complete_many(&[]).await.unwrap().is_empty());
 }
 
@@ -345,16 +329,8 @@ async fn complete_with_calls_once_and_only_while_the_lease_is_held() {
         .await
         .unwrap();
     let queue = queue(&db, 2);
-    let jobs = queue.lease(3, LEASE, Some(t0())).await.unwrap();
-    // One of them is taken over by another holder after its lease ran out.
-    let taken = queue
-        .lease(1, LEASE, Some(t0() + LEASE + LEASE))
-        .await
-        .unwrap()
-        .remove(0);
-    let stale = jobs.iter().find(|job| job.id == taken.id).unwrap();
-    let others: Vec<_> = jobs.iter().filter(|job| job.id != taken.id).collect();
-    let (held, refused) = (others[0], others[1]);
+    let (jobs, taken) = three_leased_one_taken_over(&queue).await;
+    let (held, refused, stale) = (&jobs[0], &jobs[1], &jobs[2]);
     let call = "record_completion(done.reference, $3)";
 
     let completed = queue.complete_with(held, call, &[&"first"]).await.unwrap();
@@ -387,18 +363,39 @@ async fn complete_with_calls_once_and_only_while_the_lease_is_held() {
         [(held.reference, "first".to_owned())],
         "one call, for the held job"
     );
-    let mut left: Vec<uuid::Uuid> = client
+    let mut expected = vec![refused.id, taken.id];
+    expected.sort();
+    assert_eq!(
+        job_ids_left(&client).await,
+        expected,
+        "a raising call deletes nothing; the taken job stays"
+    );
+}
+
+/// Leases three jobs, then lets another holder take the last of them over after
+/// its lease ran out. Returns the three as first leased (the taken one last,
+/// with its now stale key) and the taker's lease.
+async fn three_leased_one_taken_over(queue: &Queue) -> (Vec<lease::LeasedJob>, lease::LeasedJob) {
+    let mut jobs = queue.lease(3, LEASE, Some(t0())).await.unwrap();
+    let taken = queue
+        .lease(1, LEASE, Some(t0() + LEASE + LEASE))
+        .await
+        .unwrap()
+        .remove(0);
+    jobs.sort_by_key(|job| job.id == taken.id);
+    assert_eq!(jobs[2].id, taken.id);
+    (jobs, taken)
+}
+
+/// The ids of the jobs still in the queue table, sorted.
+async fn job_ids_left(client: &tokio_postgres::Client) -> Vec<uuid::Uuid> {
+    let mut ids: Vec<uuid::Uuid> = client
         .query("select id from learning_submission_jobs", &[])
         .await
         .unwrap()
         .iter()
         .map(|row| row.get(0))
         .collect();
-    left.sort();
-    let mut expected = vec![refused.id, taken.id];
-    expected.sort();
-    assert_eq!(
-        left, expected,
-        "a raising call deletes nothing; the taken job stays"
-    );
+    ids.sort();
+    ids
 }
