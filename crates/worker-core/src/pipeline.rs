@@ -85,20 +85,24 @@ impl JobControl {
         *current = (*current).max(valid_until);
     }
 
-    /// Cancels the job when its lease may be over by our own clock — heartbeats
-    /// failed or hung for a whole lease — so that the job never works, and never
-    /// starts an adapter call, past its lease. Never returns.
-    pub async fn expire_at_deadline<T>(&self, job_id: uuid::Uuid) -> T {
-        loop {
-            let deadline = self.valid_until();
-            if deadline <= Instant::now() {
-                break;
-            }
-            tokio::time::sleep_until(deadline.into()).await;
+    /// Gives the lease up if it may be over by our own clock — heartbeats failed
+    /// or hung for a whole lease — and says whether it did.
+    pub fn expire_if_past_deadline(&self, job_id: uuid::Uuid) -> bool {
+        if Instant::now() < self.valid_until() {
+            return false;
         }
         if !self.lease_lost() {
             tracing::warn!(job_id = %job_id, "lease may have expired without a heartbeat; cancelling the job");
             self.lose_lease();
+        }
+        true
+    }
+
+    /// Cancels the job at its deadline, so that it never works, and never starts
+    /// an adapter call, past its lease. Never returns.
+    pub async fn expire_at_deadline<T>(&self, job_id: uuid::Uuid) -> T {
+        while !self.expire_if_past_deadline(job_id) {
+            tokio::time::sleep_until(self.valid_until().into()).await;
         }
         std::future::pending().await
     }
@@ -470,9 +474,7 @@ async fn adapter_call<T, F: Future<Output = T>>(
 ) -> Result<T, Failure> {
     // The deadline timer may not have run yet (the process was paused, say):
     // look at the clock too.
-    if Instant::now() >= control.valid_until() {
-        control.lose_lease();
-    }
+    control.expire_if_past_deadline(job.id);
     if control.cancel.is_cancelled() {
         return Err(Failure::Cancelled);
     }
