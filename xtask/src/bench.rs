@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, ensure};
 use xshell::{Shell, cmd};
 
+use crate::db::Db;
 use crate::project_root;
 
 struct Settings {
@@ -117,19 +118,12 @@ struct Psql<'a> {
 
 impl Psql<'_> {
     fn run(&self, db: &str, sql: &str) -> anyhow::Result<String> {
-        let (psql, socket, port) = (
-            self.cluster.bin_dir().join("psql"),
-            self.cluster.socket_dir(),
-            self.cluster.port().to_string(),
-        );
-        let sh = self.sh;
-        Ok(cmd!(
-            sh,
-            "{psql} -X -q -At -v ON_ERROR_STOP=1 -h {socket} -p {port} -U postgres -d {db}"
-        )
-        .env("PGOPTIONS", "-c client_min_messages=warning")
-        .stdin(sql)
-        .read()?)
+        Db {
+            sh: self.sh,
+            cluster: self.cluster,
+            name: db,
+        }
+        .script(sql)
     }
 
     /// The superuser over the unix socket (trust).

@@ -1,6 +1,6 @@
 //! SQL against the throwaway cluster, through `psql` as the superuser over the
-//! unix socket (trust): no password on any command line. Shared by `e2e` and
-//! `chaos`.
+//! unix socket (trust): no password on any command line. Shared by `e2e`,
+//! `chaos` and `bench`.
 
 use std::path::{Path, PathBuf};
 
@@ -55,6 +55,11 @@ impl Db<'_> {
     /// Unaligned, tuples-only output of one query.
     pub(crate) fn query(&self, sql: &str) -> anyhow::Result<String> {
         Ok(self.psql(self.name).args(["-At", "-c", sql]).read()?)
+    }
+
+    /// A script through stdin; its unaligned, tuples-only output.
+    pub(crate) fn script(&self, sql: &str) -> anyhow::Result<String> {
+        Ok(self.psql(self.name).arg("-At").stdin(sql).read()?)
     }
 
     /// [`query`](Self::query) without echoing the command: for polling loops.

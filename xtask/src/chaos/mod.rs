@@ -112,17 +112,15 @@ fn print_report(
     scan: &procscan::Report,
     violations: &[String],
 ) {
-    println!("\n## chaos: workers\n\n| measure | value |\n|---|---|");
-    for (measure, value) in workers.rows() {
-        println!("| {measure} | {value} |");
-    }
-    println!("\n## chaos: backups\n\n| measure | value |\n|---|---|");
-    for (measure, value) in backups.rows() {
-        println!("| {measure} | {value} |");
-    }
-    println!("\n## chaos: process scan\n\n| measure | value |\n|---|---|");
-    for (measure, value) in scan.rows() {
-        println!("| {measure} | {value} |");
+    for (title, rows) in [
+        ("workers", workers.rows()),
+        ("backups", backups.rows()),
+        ("process scan", scan.rows()),
+    ] {
+        println!("\n## chaos: {title}\n\n| measure | value |\n|---|---|");
+        for (measure, value) in rows {
+            println!("| {measure} | {value} |");
+        }
     }
     if violations.is_empty() {
         println!("\nno invariant violated");

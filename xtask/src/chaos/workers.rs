@@ -644,24 +644,18 @@ impl World<'_> {
             ));
         }
 
-        let leases = db.query(
-            "select count(*) filter (where coalesce(st.status = 'leased' and st.lease_key <> c.lease_key \
-                                                    and st.leased_until > c.at, false)), \
-                    count(*) filter (where not coalesce(st.status = 'leased' and st.lease_key = c.lease_key \
-                                                        and st.leased_until > c.at, false)) \
-             from chaos_calls c \
-             left join lateral (select l.status, l.lease_key, l.leased_until from chaos_job_log l \
-                                where l.job_id = c.job_id and l.at <= c.at order by l.seq desc limit 1) st on true",
-        )?;
+        let leases = db.query(&format!(
+            "with {CALLS_IN_STATE} \
+             select count(*) filter (where foreign_live), count(*) filter (where not own_live) \
+             from calls_in_state"
+        ))?;
         [report.foreign_lease_calls, report.expired_own_lease_calls] = numbers(&leases)?;
         if report.foreign_lease_calls > 0 {
-            let examples = db.query(
-                "select c.phase || ' call on job ' || c.job_id || ' by instance ' || c.instance || ' at ' || c.at \
-                 from chaos_calls c \
-                 join lateral (select l.status, l.lease_key, l.leased_until from chaos_job_log l \
-                               where l.job_id = c.job_id and l.at <= c.at order by l.seq desc limit 1) st on true \
-                 where st.status = 'leased' and st.lease_key <> c.lease_key and st.leased_until > c.at limit 3",
-            )?;
+            let examples = db.query(&format!(
+                "with {CALLS_IN_STATE} \
+                 select phase || ' call on job ' || job_id || ' by instance ' || instance || ' at ' || at \
+                 from calls_in_state where foreign_live limit 3"
+            ))?;
             report.violation(format!(
                 "{} adapter calls started while another worker held a live lease, e.g. {}",
                 report.foreign_lease_calls,
@@ -831,6 +825,19 @@ impl World<'_> {
         Ok(())
     }
 }
+
+/// Every adapter call with the state of its job at the call's start (the last
+/// lease-log row before it): `foreign_live` when another key held a live lease,
+/// `own_live` when the call's own lease was live.
+const CALLS_IN_STATE: &str = "calls_in_state as ( \
+    select c.*, \
+           coalesce(st.status = 'leased' and st.lease_key <> c.lease_key and st.leased_until > c.at, false) \
+             as foreign_live, \
+           coalesce(st.status = 'leased' and st.lease_key = c.lease_key and st.leased_until > c.at, false) \
+             as own_live \
+    from chaos_calls c \
+    left join lateral (select l.status, l.lease_key, l.leased_until from chaos_job_log l \
+                       where l.job_id = c.job_id and l.at <= c.at order by l.seq desc limit 1) st on true)";
 
 /// Every lease a job ever had: when it was granted, when and how it ended —
 /// `done` (the holder recorded a result: deleted, failed, or requeued with the
