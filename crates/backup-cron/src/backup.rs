@@ -60,6 +60,10 @@ pub(crate) fn run_scheduler(
     tool: &str,
     cancellation: &Cancellation,
 ) {
+    if let Err(error) = config.backup_dir.record_scheduler_start(UtcTime::now()) {
+        // `status` then reports unhealthy until the first backup: loud, not fatal.
+        tracing::error!(error = %error, "cannot record the scheduler's start");
+    }
     loop {
         let now = UtcTime::now();
         let Some(next) = schedule.next_after(now) else {

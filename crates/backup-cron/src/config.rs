@@ -222,7 +222,7 @@ fn prepare_backup_dir(dir: &Path) -> Result<(), ConfigError> {
     let unwritable =
         |reason: String| ConfigError(format!("BACKUP_DIR: {} {reason}", dir.display()));
     if !dir.exists() {
-        std::fs::create_dir_all(dir)
+        manifest::private::create_dir_all(dir)
             .map_err(|error| unwritable(format!("cannot be created: {error}")))?;
     }
     if !dir.is_dir() {

@@ -59,15 +59,23 @@ fn resolve_backup(dir: &Path) -> Result<std::path::PathBuf, String> {
     }
 }
 
-/// Prints the newest backup and the age of the newest `ok` one.
+/// Prints the newest backup and the age of the newest `ok` one; healthy when
+/// that is younger than `max_age`, or, before any run was attempted, when a
+/// scheduler started less than `max_age` ago.
 pub(crate) fn status(backup_dir: &Path, max_age: Duration) -> ExitCode {
     let backups = BackupDir::new(backup_dir);
-    let (newest, newest_ok) = match (backups.newest(), backups.newest_ok()) {
-        (Ok(newest), Ok(newest_ok)) => (newest, newest_ok),
-        (Err(error), _) | (_, Err(error)) => return report_failure(&error.to_string()),
+    let listed = backups.list().and_then(|dirs| Ok((dirs, backups.is_locked()?)));
+    let (mut dirs, running) = match listed {
+        Ok(listed) => listed,
+        Err(error) => return report_failure(&error.to_string()),
     };
     let mut out = std::io::stdout().lock();
-    match &newest {
+    // The newest directory without a manifest, while the lock is held, is the run
+    // in progress: not an attempt that ended yet.
+    if running && dirs.last().is_some_and(|dir| dir.status.is_none()) {
+        let _ = writeln!(out, "backup in progress: {}", dirs.pop().map(|dir| dir.name).unwrap_or_default());
+    }
+    match dirs.last() {
         Some(dir) => {
             let status = match dir.status {
                 Some(Status::Ok) => "ok",
@@ -80,23 +88,53 @@ pub(crate) fn status(backup_dir: &Path, max_age: Duration) -> ExitCode {
             let _ = writeln!(out, "newest backup: none");
         }
     }
-    let Some(ok) = newest_ok else {
-        let _ = writeln!(out, "newest successful backup: none");
-        return ExitCode::from(1);
+    let now = UtcTime::now();
+    let age_of = |time: UtcTime| {
+        Duration::from_secs(u64::try_from(now.unix_seconds() - time.unix_seconds()).unwrap_or(0))
     };
-    let age = Duration::from_secs(
-        u64::try_from(UtcTime::now().unix_seconds() - ok.time.unix_seconds()).unwrap_or(0),
-    );
-    let fresh = age < max_age;
-    let verdict = if fresh { "within" } else { "older than" };
-    let _ = writeln!(
-        out,
-        "newest successful backup: {} age {} ({verdict} max age {})",
-        ok.name,
-        human(age),
-        human(max_age)
-    );
-    if fresh {
+    let verdict = |age: Duration| if age < max_age { "within" } else { "older than" };
+    let healthy = match dirs.iter().rev().find(|dir| dir.status == Some(Status::Ok)) {
+        Some(ok) => {
+            let age = age_of(ok.time);
+            let _ = writeln!(
+                out,
+                "newest successful backup: {} age {} ({} max age {})",
+                ok.name,
+                human(age),
+                verdict(age),
+                human(max_age)
+            );
+            age < max_age
+        }
+        None if !dirs.is_empty() => {
+            let _ = writeln!(
+                out,
+                "newest successful backup: none, and a run has failed"
+            );
+            false
+        }
+        None => match backups.scheduler_started() {
+            Some(started) => {
+                let age = age_of(started);
+                let _ = writeln!(
+                    out,
+                    "newest successful backup: none yet; scheduler started {} ago ({} max age {})",
+                    human(age),
+                    verdict(age),
+                    human(max_age)
+                );
+                age < max_age
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "newest successful backup: none, and no scheduler has started here"
+                );
+                false
+            }
+        },
+    };
+    if healthy {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

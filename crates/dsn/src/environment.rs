@@ -50,7 +50,8 @@ impl Environment {
     }
 
     /// A secret from `NAME` or from the file named by `NAME_FILE` (trailing newline
-    /// trimmed). `None` when neither is set and non-empty; an error when both are.
+    /// trimmed). `None` when neither is set and non-empty; an error when both are,
+    /// or when the file cannot be read or is empty.
     pub fn secret(&self, name: &str) -> Result<Option<Secret>, Error> {
         let direct = self.var(name)?;
         let file = self.var(&format!("{name}_FILE"))?;
@@ -66,10 +67,10 @@ impl Environment {
 }
 
 fn read_secret_file(name: &str, path: PathBuf) -> Result<Option<Secret>, Error> {
-    let unreadable = |source| Error::SecretFile {
+    let unreadable = |reason| Error::SecretFile {
         variable: name.to_owned(),
         path: path.clone(),
-        source,
+        reason,
     };
     let file = std::fs::File::open(&path).map_err(unreadable)?;
     let mut bytes = Vec::new();
@@ -88,7 +89,13 @@ fn read_secret_file(name: &str, path: PathBuf) -> Result<Option<Secret>, Error> 
     })?;
     let trimmed = value.trim_end_matches(['\n', '\r']).len();
     value.truncate(trimmed);
-    Ok((!value.is_empty()).then(|| Secret::new(value)))
+    if value.is_empty() {
+        return Err(Error::SecretFileEmpty {
+            variable: name.to_owned(),
+            path,
+        });
+    }
+    Ok(Some(Secret::new(value)))
 }
 
 /// The DSN that won, and which variable it came from.

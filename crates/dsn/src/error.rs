@@ -21,16 +21,25 @@ pub enum Error {
         /// The base name.
         variable: String,
     },
-    /// `NAME_FILE` names a file that cannot be read.
-    #[error("{variable}_FILE: cannot read {}", path.display())]
+    /// `NAME_FILE` names a file that cannot be read (missing, a directory, no
+    /// permission); the message carries the operating system's reason.
+    #[error("{variable}_FILE: cannot read {}: {reason}", path.display())]
     SecretFile {
         /// The base name.
         variable: String,
         /// The path from `NAME_FILE`.
         path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        /// The operating system's reason.
+        reason: std::io::Error,
+    },
+    /// `NAME_FILE` names a file that holds nothing (or only a line break): a
+    /// secret that was never written, which must not read as "not configured".
+    #[error("{variable}_FILE: {} is empty", path.display())]
+    SecretFileEmpty {
+        /// The base name.
+        variable: String,
+        /// The path from `NAME_FILE`.
+        path: PathBuf,
     },
     /// `NAME_FILE` names a file larger than any secret could be.
     #[error("{variable}_FILE: {} is larger than {limit} bytes", path.display())]

@@ -230,14 +230,21 @@ fn both_name_and_file_is_an_error() {
 }
 
 #[test]
-fn unreadable_or_huge_secret_file_is_an_error() {
+fn unreadable_empty_or_huge_secret_file_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    let missing = dir.path().join("missing");
-    let env = Environment::from_pairs([("DATABASE_URL_FILE", missing.to_str().unwrap())]);
-    assert!(matches!(
-        resolve(&env, DATABASE_URLS),
-        Err(Error::SecretFile { .. })
-    ));
+    let scratch = dir.path().to_str().unwrap();
+    let error_for = |path: &std::path::Path| {
+        let env = Environment::from_pairs([("DATABASE_URL_FILE", path.to_str().unwrap())]);
+        resolve(&env, DATABASE_URLS)
+            .unwrap_err()
+            .to_string()
+            .replace(scratch, "$SCRATCH")
+    };
+    insta::assert_snapshot!(error_for(&dir.path().join("missing")), @"DATABASE_URL_FILE: cannot read $SCRATCH/missing: No such file or directory (os error 2)");
+    insta::assert_snapshot!(error_for(dir.path()), @"DATABASE_URL_FILE: cannot read $SCRATCH: Is a directory (os error 21)");
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    insta::assert_snapshot!(error_for(&empty), @"DATABASE_URL_FILE: $SCRATCH/empty is empty");
 
     let huge = dir.path().join("huge");
     std::fs::write(&huge, vec![b'x'; 100_000]).unwrap();

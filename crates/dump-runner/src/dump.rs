@@ -74,7 +74,7 @@ pub fn dump(job: &DumpJob<'_>) -> Result<Dumped, Error> {
     let program = resolve_program(job.program)?;
     let pgpass = job.dsn.write_pgpass().map_err(Error::Pgpass)?;
     let partial = partial_path(job.output);
-    let file = File::create(&partial).map_err(|source| Error::Write {
+    let file = manifest::private::create_file(&partial).map_err(|source| Error::Write {
         path: partial.clone(),
         source,
     })?;

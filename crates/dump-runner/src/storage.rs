@@ -84,7 +84,7 @@ fn write_archive(
         path: partial.to_owned(),
         source,
     };
-    let file = File::create(partial).map_err(write_error)?;
+    let file = manifest::private::create_file(partial).map_err(write_error)?;
     let sink = RecordingWriter {
         inner: ParallelGzip::new(file, job.compression_level),
         error: Arc::default(),

@@ -15,6 +15,11 @@ use crate::{Manifest, Status, UtcTime};
 /// The lock file's name inside `BACKUP_DIR`.
 pub const LOCK_FILE: &str = ".lock";
 
+/// Where `backup-cron run` records when it started (one RFC 3339 line), so that
+/// `status` can tell "the first scheduled run has not come yet" from "nobody
+/// schedules backups here".
+pub const SCHEDULER_FILE: &str = ".scheduler-started";
+
 /// `BACKUP_DIR`.
 #[derive(Clone, Debug)]
 pub struct BackupDir {
@@ -56,7 +61,7 @@ impl BackupDir {
 
     /// Creates the directory (and parents) if missing.
     pub fn create(&self) -> Result<(), Error> {
-        std::fs::create_dir_all(&self.root).map_err(|source| Error::Write {
+        crate::private::create_dir_all(&self.root).map_err(|source| Error::Write {
             path: self.root.clone(),
             source,
         })
@@ -65,12 +70,7 @@ impl BackupDir {
     /// Takes the run lock without waiting: [`Error::Locked`] when another run has it.
     pub fn lock(&self) -> Result<RunLock, Error> {
         let path = self.root.join(LOCK_FILE);
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|source| Error::Write {
+        let file = crate::private::open_file(&path).map_err(|source| Error::Write {
                 path: path.clone(),
                 source,
             })?;
@@ -89,6 +89,33 @@ impl BackupDir {
         }
     }
 
+    /// Whether a run holds the lock right now (a backup is in progress).
+    pub fn is_locked(&self) -> Result<bool, Error> {
+        if !self.root.join(LOCK_FILE).exists() {
+            return Ok(false);
+        }
+        match self.lock() {
+            Ok(_lock) => Ok(false),
+            Err(Error::Locked { .. }) => Ok(true),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Records that a scheduler started at `now` (atomically, 0600).
+    pub fn record_scheduler_start(&self, now: UtcTime) -> Result<(), Error> {
+        crate::write_file_atomic(
+            &self.root.join(SCHEDULER_FILE),
+            format!("{}\n", now.rfc3339()).as_bytes(),
+        )
+    }
+
+    /// When a scheduler last recorded its start, if one did (an unreadable or
+    /// garbled record counts as none).
+    pub fn scheduler_started(&self) -> Option<UtcTime> {
+        let text = std::fs::read_to_string(self.root.join(SCHEDULER_FILE)).ok()?;
+        UtcTime::parse_rfc3339(text.trim())
+    }
+
     /// Creates `BACKUP_DIR/<stamp>/` for a run starting at `started`, adding `-2`,
     /// `-3`… if the name is taken. Returns its path.
     pub fn create_run_dir(&self, started: UtcTime) -> Result<PathBuf, Error> {
@@ -100,7 +127,7 @@ impl BackupDir {
                 format!("{stamp}-{sequence}")
             };
             let path = self.root.join(name);
-            match std::fs::create_dir(&path) {
+            match crate::private::create_dir(&path) {
                 Ok(()) => {
                     crate::sync_parent(&path).map_err(|source| Error::Write {
                         path: path.clone(),

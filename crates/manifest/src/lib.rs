@@ -38,6 +38,7 @@
 mod code;
 mod error;
 mod layout;
+pub mod private;
 mod redact;
 mod retention;
 mod schedule;
@@ -53,7 +54,7 @@ use serde::{Deserialize, Serialize};
 
 pub use code::ErrorCode;
 pub use error::Error;
-pub use layout::{BackupDir, LOCK_FILE, RunLock, StampDir};
+pub use layout::{BackupDir, LOCK_FILE, RunLock, SCHEDULER_FILE, StampDir};
 pub use redact::redact;
 pub use retention::{RetentionPolicy, plan_retention};
 pub use schedule::{Schedule, ScheduleError};
@@ -136,19 +137,7 @@ impl Manifest {
     pub fn write_atomic(&self, dir: &Path) -> Result<(), Error> {
         let mut json = serde_json::to_vec_pretty(self).expect("a manifest always serialises");
         json.push(b'\n');
-        let temporary = dir.join(format!("{MANIFEST_FILE}{PARTIAL_SUFFIX}"));
-        let written = std::fs::File::create(&temporary)
-            .and_then(|mut file| file.write_all(&json).map(|()| file));
-        match written {
-            Ok(file) => persist(file, &temporary, &dir.join(MANIFEST_FILE)),
-            Err(source) => {
-                let _ = std::fs::remove_file(&temporary);
-                Err(Error::Write {
-                    path: temporary,
-                    source,
-                })
-            }
-        }
+        write_file_atomic(&dir.join(MANIFEST_FILE), &json)
     }
 
     /// Reads and parses `dir/manifest.json`.
@@ -159,6 +148,26 @@ impl Manifest {
             source,
         })?;
         serde_json::from_slice(&bytes).map_err(|source| Error::Parse { path, source })
+    }
+}
+
+/// Writes `target` atomically and privately (0600): `target.partial`, fsync,
+/// rename, fsync the directory. Nothing is left at either name on failure.
+pub fn write_file_atomic(target: &Path, contents: &[u8]) -> Result<(), Error> {
+    let mut temporary = target.as_os_str().to_owned();
+    temporary.push(PARTIAL_SUFFIX);
+    let temporary = std::path::PathBuf::from(temporary);
+    let written = private::create_file(&temporary)
+        .and_then(|mut file| file.write_all(contents).map(|()| file));
+    match written {
+        Ok(file) => persist(file, &temporary, target),
+        Err(source) => {
+            let _ = std::fs::remove_file(&temporary);
+            Err(Error::Write {
+                path: temporary,
+                source,
+            })
+        }
     }
 }
 

@@ -55,6 +55,75 @@ fn status_both_ways() {
 }
 
 #[test]
+fn before_the_first_run_status_is_healthy_only_while_a_scheduler_waits_for_it() {
+    let root = tempfile::tempdir().unwrap();
+    let backups = manifest::BackupDir::new(root.path());
+    let (code, stdout) = status(root.path(), "26h");
+    assert_eq!(code, Some(1), "nobody schedules backups here: {stdout}");
+    assert!(stdout.contains("no scheduler has started here"), "{stdout}");
+
+    let two_days_ago = UtcTime::from_unix_seconds(UtcTime::now().unix_seconds() - 2 * 86_400);
+    backups.record_scheduler_start(two_days_ago).unwrap();
+    let (code, stdout) = status(root.path(), "26h");
+    assert_eq!(code, Some(1), "a scheduler that never ran a backup in 2 days: {stdout}");
+
+    backups.record_scheduler_start(UtcTime::now()).unwrap();
+    let (code, stdout) = status(root.path(), "26h");
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.contains("none yet; scheduler started"), "{stdout}");
+
+    let in_progress = UtcTime::now().stamp();
+    std::fs::create_dir(root.path().join(&in_progress)).unwrap();
+    let lock = backups.lock().unwrap();
+    let (code, stdout) = status(root.path(), "26h");
+    assert_eq!(code, Some(0), "the first run is still going: {stdout}");
+    assert!(stdout.contains(&format!("backup in progress: {in_progress}")), "{stdout}");
+    drop(lock);
+    let (code, stdout) = status(root.path(), "26h");
+    assert_eq!(code, Some(1), "the first run died without a manifest: {stdout}");
+
+    std::fs::remove_dir(root.path().join(&in_progress)).unwrap();
+    fake_backup(
+        root.path(),
+        0,
+        vec![Artifact::failed(
+            ArtifactName::SupabaseDb,
+            Source::DatabaseUrl,
+            ErrorCode::DbAuthFailed,
+        )],
+    );
+    let (code, stdout) = status(root.path(), "26h");
+    assert_eq!(code, Some(1), "a failed first run is unhealthy at once: {stdout}");
+    assert!(stdout.contains("a run has failed"), "{stdout}");
+}
+
+#[test]
+fn the_scheduler_records_its_start_for_status() {
+    let root = tempfile::tempdir().unwrap();
+    let mut scheduler = backup_cron()
+        .args(["run"])
+        .env("BACKUP_DIR", root.path())
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+        .env("BACKUP_SCHEDULE", "0 0 1 1 *")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = root.path().join(manifest::SCHEDULER_FILE);
+    fixtures::wait_for("the scheduler's start record", std::time::Duration::from_secs(30), || {
+        started.exists()
+    });
+
+    let (code, stdout) = status(root.path(), "26h");
+
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(i32::try_from(scheduler.id()).unwrap(), libc::SIGTERM) };
+    assert_eq!(scheduler.wait().unwrap().code(), Some(0));
+    assert_eq!(code, Some(0), "{stdout}");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(started.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+}
+
+#[test]
 fn status_rejects_a_bad_duration() {
     let root = tempfile::tempdir().unwrap();
     let (code, _) = status(root.path(), "soon");

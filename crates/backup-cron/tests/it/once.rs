@@ -251,3 +251,36 @@ fn full_disk_gives_disk_full_and_no_partial() {
         serde_json::json!({"code": "disk_full", "step": "supabase_db"})
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn everything_created_is_private_even_under_umask_000() {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::process::CommandExt as _;
+    let world = World::new().await;
+    let mut command = world.command(&["once"]);
+    // SAFETY: umask is async-signal-safe and touches only the child's own state.
+    unsafe {
+        command.pre_exec(|| {
+            libc::umask(0);
+            Ok(())
+        });
+    }
+
+    let output = tokio::task::block_in_place(|| command.output().unwrap());
+
+    assert_eq!(output.status.code(), Some(0), "{:?}", text(&output));
+    let root = world.backup_dir();
+    let mut modes = vec![(
+        ".".to_owned(),
+        root.metadata().unwrap().permissions().mode() & 0o777,
+    )];
+    for name in files_below(&root) {
+        let mode = root.join(&name).metadata().unwrap().permissions().mode() & 0o777;
+        modes.push((name, mode));
+    }
+    assert!(modes.len() >= 5, "the lock, a run directory, two artifacts and a manifest: {modes:?}");
+    for (name, mode) in modes {
+        let expected = if root.join(&name).is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(mode, expected, "{name}: {mode:o}");
+    }
+}
