@@ -40,58 +40,95 @@ pub(crate) struct Cli {
     /// Same as the `once` command.
     #[arg(long)]
     pub(crate) once: bool,
-    /// Settings shared by the commands.
+    /// Settings of `--once`.
     #[command(flatten)]
-    pub(crate) settings: Settings,
+    pub(crate) common: Common,
+    /// Settings of `--once`.
+    #[command(flatten)]
+    pub(crate) backup: BackupSettings,
 }
 
-/// The commands.
+/// The commands; each lists only the settings that apply to it.
 #[derive(Subcommand, Debug, Clone)]
 pub(crate) enum Command {
     /// Run one backup now.
     ///
     /// Exit 0 ok, 1 failed (manifest written), 2 configuration error, 3 locked.
     /// SIGTERM/SIGINT ends pg_dump, records `interrupted`, exits 1.
-    Once,
+    #[command(after_help = SECRETS_HELP)]
+    Once {
+        /// Where and how.
+        #[command(flatten)]
+        common: Common,
+        /// What to back up.
+        #[command(flatten)]
+        backup: BackupSettings,
+    },
     /// Stay in the foreground and run a backup at each tick of BACKUP_SCHEDULE.
     ///
     /// Runs never overlap; a failed run does not stop the scheduler. SIGTERM/SIGINT
     /// stops scheduling, ends a running pg_dump, records `interrupted`, exits 0.
-    Run,
+    /// The start is recorded in BACKUP_DIR, so that `status` is healthy while the
+    /// first scheduled run has not come yet.
+    #[command(after_help = SECRETS_HELP)]
+    Run {
+        /// Where and how.
+        #[command(flatten)]
+        common: Common,
+        /// What to back up.
+        #[command(flatten)]
+        backup: BackupSettings,
+        /// When.
+        #[command(flatten)]
+        scheduling: Scheduling,
+    },
     /// Check a backup directory: manifest, sizes, sha256, gzip to the end.
     ///
     /// Prints one line per artifact. Exit 0 when everything is good, 1 otherwise.
     Verify {
         /// The backup directory (default: the newest in BACKUP_DIR).
         dir: Option<PathBuf>,
+        /// Where and how.
+        #[command(flatten)]
+        common: Common,
     },
     /// Print the newest backup's status and the age of the newest successful one.
     ///
     /// For container health checks: exit 0 when the newest successful backup is
-    /// younger than --max-age, 1 otherwise.
+    /// younger than --max-age, or, before any run was attempted, when `run` started
+    /// less than --max-age ago; 1 otherwise (also at once after a failed first run).
     Status {
         /// Maximum age of the newest successful backup, e.g. 26h, 90m, 2d, 3600s.
         #[arg(long, value_name = "DURATION", default_value = "26h")]
         max_age: String,
+        /// Where and how.
+        #[command(flatten)]
+        common: Common,
     },
 }
 
-/// Non-secret settings: flag, else environment variable, else default.
+/// Settings every command has: flag, else environment variable, else default.
 #[derive(Args, Debug, Clone)]
-pub(crate) struct Settings {
+pub(crate) struct Common {
     /// Where backup directories are created (created if missing). Required.
+    #[arg(long, value_name = "DIR", env = "BACKUP_DIR", hide_env_values = true)]
+    pub(crate) backup_dir: Option<String>,
+    /// Log format: text or json [default: text].
     #[arg(
         long,
-        global = true,
-        value_name = "DIR",
-        env = "BACKUP_DIR",
+        value_name = "FORMAT",
+        env = "LOG_FORMAT",
         hide_env_values = true
     )]
-    pub(crate) backup_dir: Option<String>,
+    pub(crate) log_format: Option<String>,
+}
+
+/// What a backup run does: flag, else environment variable, else default.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct BackupSettings {
     /// Optional storage directory, archived as storage_buckets.tar.gz.
     #[arg(
         long,
-        global = true,
         value_name = "DIR",
         env = "SUPABASE_STORAGE_ROOT",
         hide_env_values = true
@@ -100,7 +137,6 @@ pub(crate) struct Settings {
     /// Backups older than this many days are deleted after a successful run [default: 7].
     #[arg(
         long,
-        global = true,
         value_name = "DAYS",
         env = "RETENTION_DAYS",
         hide_env_values = true
@@ -109,7 +145,6 @@ pub(crate) struct Settings {
     /// The newest N successful backups are never deleted [default: 1].
     #[arg(
         long,
-        global = true,
         value_name = "N",
         env = "BACKUP_KEEP_MIN",
         hide_env_values = true
@@ -118,7 +153,6 @@ pub(crate) struct Settings {
     /// Hard wall-clock limit for each pg_dump, in seconds [default: 300].
     #[arg(
         long,
-        global = true,
         value_name = "SECONDS",
         env = "BACKUP_PG_TIMEOUT_SECONDS",
         hide_env_values = true
@@ -127,37 +161,25 @@ pub(crate) struct Settings {
     /// gzip level 1-9 [default: 6].
     #[arg(
         long,
-        global = true,
         value_name = "LEVEL",
         env = "BACKUP_COMPRESSION_LEVEL",
         hide_env_values = true
     )]
     pub(crate) compression_level: Option<String>,
     /// The pg_dump program [default: pg_dump on PATH].
-    #[arg(
-        long,
-        global = true,
-        value_name = "PATH",
-        env = "PG_DUMP",
-        hide_env_values = true
-    )]
+    #[arg(long, value_name = "PATH", env = "PG_DUMP", hide_env_values = true)]
     pub(crate) pg_dump: Option<String>,
-    /// Cron expression in UTC for `run`: 5 fields, or 6 with seconds first [default: "0 2 * * *"].
+}
+
+/// When `run` backs up.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct Scheduling {
+    /// Cron expression in UTC: 5 fields, or 6 with seconds first [default: "0 2 * * *"].
     #[arg(
         long,
-        global = true,
         value_name = "CRON",
         env = "BACKUP_SCHEDULE",
         hide_env_values = true
     )]
     pub(crate) schedule: Option<String>,
-    /// Log format: text or json [default: text].
-    #[arg(
-        long,
-        global = true,
-        value_name = "FORMAT",
-        env = "LOG_FORMAT",
-        hide_env_values = true
-    )]
-    pub(crate) log_format: Option<String>,
 }

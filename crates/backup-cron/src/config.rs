@@ -9,7 +9,7 @@ use std::time::Duration;
 use dsn::{Dsn, Environment, Resolved};
 use manifest::{BackupDir, RetentionPolicy, Schedule};
 
-use crate::cli::Settings;
+use crate::cli::{BackupSettings, Common, Scheduling};
 use crate::logging::LogFormat;
 
 /// The platform database's variables, in precedence order.
@@ -50,8 +50,12 @@ pub(crate) struct RunConfig {
 
 /// Validates everything, then creates `BACKUP_DIR` if missing (the only thing a
 /// valid configuration creates).
-pub(crate) fn run_config(settings: &Settings, env: &Environment) -> Result<RunConfig, ConfigError> {
-    let backup_dir = required_path(settings.backup_dir.as_deref(), "BACKUP_DIR")?;
+pub(crate) fn run_config(
+    common: &Common,
+    settings: &BackupSettings,
+    env: &Environment,
+) -> Result<RunConfig, ConfigError> {
+    let backup_dir = required_path(common.backup_dir.as_deref(), "BACKUP_DIR")?;
     let platform = dsn::resolve(env, &DATABASE_URLS)?.ok_or_else(|| {
         ConfigError(format!(
             "no database configured: set one of {}",
@@ -108,8 +112,8 @@ pub(crate) fn run_config(settings: &Settings, env: &Environment) -> Result<RunCo
 }
 
 /// `BACKUP_DIR` for `verify` and `status`, which only read: it must exist.
-pub(crate) fn existing_backup_dir(settings: &Settings) -> Result<PathBuf, ConfigError> {
-    let dir = required_path(settings.backup_dir.as_deref(), "BACKUP_DIR")?;
+pub(crate) fn existing_backup_dir(common: &Common) -> Result<PathBuf, ConfigError> {
+    let dir = required_path(common.backup_dir.as_deref(), "BACKUP_DIR")?;
     if !dir.is_dir() {
         return Err(ConfigError(format!(
             "BACKUP_DIR: {} is not a directory",
@@ -120,7 +124,7 @@ pub(crate) fn existing_backup_dir(settings: &Settings) -> Result<PathBuf, Config
 }
 
 /// `BACKUP_SCHEDULE`.
-pub(crate) fn schedule(settings: &Settings) -> Result<Schedule, ConfigError> {
+pub(crate) fn schedule(settings: &Scheduling) -> Result<Schedule, ConfigError> {
     let expression = non_empty(settings.schedule.as_deref()).unwrap_or("0 2 * * *");
     let schedule = Schedule::parse(expression)
         .map_err(|error| ConfigError(format!("BACKUP_SCHEDULE: {error}")))?;
@@ -133,8 +137,8 @@ pub(crate) fn schedule(settings: &Settings) -> Result<Schedule, ConfigError> {
 }
 
 /// `LOG_FORMAT`.
-pub(crate) fn log_format(settings: &Settings) -> Result<LogFormat, ConfigError> {
-    match non_empty(settings.log_format.as_deref()).unwrap_or("text") {
+pub(crate) fn log_format(common: &Common) -> Result<LogFormat, ConfigError> {
+    match non_empty(common.log_format.as_deref()).unwrap_or("text") {
         "text" => Ok(LogFormat::Text),
         "json" => Ok(LogFormat::Json),
         other => Err(ConfigError(format!(

@@ -64,7 +64,9 @@ fn resolve_backup(dir: &Path) -> Result<std::path::PathBuf, String> {
 /// scheduler started less than `max_age` ago.
 pub(crate) fn status(backup_dir: &Path, max_age: Duration) -> ExitCode {
     let backups = BackupDir::new(backup_dir);
-    let listed = backups.list().and_then(|dirs| Ok((dirs, backups.is_locked()?)));
+    let listed = backups
+        .list()
+        .and_then(|dirs| Ok((dirs, backups.is_locked()?)));
     let (mut dirs, running) = match listed {
         Ok(listed) => listed,
         Err(error) => return report_failure(&error.to_string()),
@@ -73,7 +75,11 @@ pub(crate) fn status(backup_dir: &Path, max_age: Duration) -> ExitCode {
     // The newest directory without a manifest, while the lock is held, is the run
     // in progress: not an attempt that ended yet.
     if running && dirs.last().is_some_and(|dir| dir.status.is_none()) {
-        let _ = writeln!(out, "backup in progress: {}", dirs.pop().map(|dir| dir.name).unwrap_or_default());
+        let _ = writeln!(
+            out,
+            "backup in progress: {}",
+            dirs.pop().map(|dir| dir.name).unwrap_or_default()
+        );
     }
     match dirs.last() {
         Some(dir) => {
@@ -92,7 +98,13 @@ pub(crate) fn status(backup_dir: &Path, max_age: Duration) -> ExitCode {
     let age_of = |time: UtcTime| {
         Duration::from_secs(u64::try_from(now.unix_seconds() - time.unix_seconds()).unwrap_or(0))
     };
-    let verdict = |age: Duration| if age < max_age { "within" } else { "older than" };
+    let verdict = |age: Duration| {
+        if age < max_age {
+            "within"
+        } else {
+            "older than"
+        }
+    };
     let healthy = match dirs.iter().rev().find(|dir| dir.status == Some(Status::Ok)) {
         Some(ok) => {
             let age = age_of(ok.time);
@@ -107,10 +119,7 @@ pub(crate) fn status(backup_dir: &Path, max_age: Duration) -> ExitCode {
             age < max_age
         }
         None if !dirs.is_empty() => {
-            let _ = writeln!(
-                out,
-                "newest successful backup: none, and a run has failed"
-            );
+            let _ = writeln!(out, "newest successful backup: none, and a run has failed");
             false
         }
         None => match backups.scheduler_started() {

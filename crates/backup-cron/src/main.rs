@@ -36,39 +36,51 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli, env: &dsn::Environment) -> Result<ExitCode, ConfigError> {
-    logging::init(config::log_format(&cli.settings)?, env);
+    let once = || Command::Once {
+        common: cli.common.clone(),
+        backup: cli.backup.clone(),
+    };
     let command = match (&cli.command, cli.once) {
         (Some(command), _) => command.clone(),
-        (None, true) => Command::Once,
+        (None, true) => once(),
         (None, false) => {
             eprintln!("{}", <Cli as clap::CommandFactory>::command().render_help());
             return Ok(ExitCode::from(2));
         }
     };
+    let (Command::Once { common, .. }
+    | Command::Run { common, .. }
+    | Command::Verify { common, .. }
+    | Command::Status { common, .. }) = &command;
+    logging::init(config::log_format(common)?, env);
     match command {
-        Command::Once => {
-            let config = config::run_config(&cli.settings, env)?;
+        Command::Once { common, backup } => {
+            let config = config::run_config(&common, &backup, env)?;
             let cancellation = backup::cancel_on_signals();
             Ok(backup::run_once(&config, TOOL, &cancellation).exit_code())
         }
-        Command::Run => {
-            let schedule = config::schedule(&cli.settings)?;
-            let config = config::run_config(&cli.settings, env)?;
+        Command::Run {
+            common,
+            backup,
+            scheduling,
+        } => {
+            let schedule = config::schedule(&scheduling)?;
+            let config = config::run_config(&common, &backup, env)?;
             let cancellation = backup::cancel_on_signals();
             backup::run_scheduler(&config, &schedule, TOOL, &cancellation);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Verify { dir } => {
+        Command::Verify { dir, common } => {
             let dir = match dir {
                 Some(dir) => dir,
-                None => config::existing_backup_dir(&cli.settings)?,
+                None => config::existing_backup_dir(&common)?,
             };
             Ok(inspect::verify(&dir))
         }
-        Command::Status { max_age } => {
+        Command::Status { max_age, common } => {
             let max_age = config::duration("--max-age", &max_age)?;
             Ok(inspect::status(
-                &config::existing_backup_dir(&cli.settings)?,
+                &config::existing_backup_dir(&common)?,
                 max_age,
             ))
         }

@@ -71,9 +71,9 @@ impl BackupDir {
     pub fn lock(&self) -> Result<RunLock, Error> {
         let path = self.root.join(LOCK_FILE);
         let file = crate::private::open_file(&path).map_err(|source| Error::Write {
-                path: path.clone(),
-                source,
-            })?;
+            path: path.clone(),
+            source,
+        })?;
         // SAFETY: flock on a descriptor we own; no memory is involved.
         let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if locked == 0 {

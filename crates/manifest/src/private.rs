@@ -27,7 +27,10 @@ pub fn create_dir_all(path: &Path) -> std::io::Result<()> {
     if path.is_dir() {
         return Ok(());
     }
-    if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+    if let Some(parent) = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+    {
         create_dir_all(parent)?;
     }
     match create_dir(path) {

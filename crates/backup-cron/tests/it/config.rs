@@ -217,6 +217,24 @@ fn help_documents_commands_flags_and_variables() {
     for command in ["once", "run", "verify", "status"] {
         let help = backup_cron().args([command, "--help"]).output().unwrap();
         insta::assert_snapshot!(format!("help_{command}"), text(&help).0);
+        let backs_up = ["once", "run"].contains(&command);
+        for flag in [
+            "--compression-level",
+            "--retention-days",
+            "--pg-dump",
+            "--storage-root",
+        ] {
+            assert_eq!(
+                text(&help).0.contains(flag),
+                backs_up,
+                "{command} --help and {flag}"
+            );
+        }
+        assert_eq!(
+            text(&help).0.contains("--schedule"),
+            command == "run",
+            "{command} --help and --schedule"
+        );
     }
     let version = backup_cron().arg("--version").output().unwrap();
     assert_eq!(text(&version).0.trim(), "backup-cron 0.1.0");

@@ -65,7 +65,11 @@ fn before_the_first_run_status_is_healthy_only_while_a_scheduler_waits_for_it() 
     let two_days_ago = UtcTime::from_unix_seconds(UtcTime::now().unix_seconds() - 2 * 86_400);
     backups.record_scheduler_start(two_days_ago).unwrap();
     let (code, stdout) = status(root.path(), "26h");
-    assert_eq!(code, Some(1), "a scheduler that never ran a backup in 2 days: {stdout}");
+    assert_eq!(
+        code,
+        Some(1),
+        "a scheduler that never ran a backup in 2 days: {stdout}"
+    );
 
     backups.record_scheduler_start(UtcTime::now()).unwrap();
     let (code, stdout) = status(root.path(), "26h");
@@ -77,10 +81,17 @@ fn before_the_first_run_status_is_healthy_only_while_a_scheduler_waits_for_it() 
     let lock = backups.lock().unwrap();
     let (code, stdout) = status(root.path(), "26h");
     assert_eq!(code, Some(0), "the first run is still going: {stdout}");
-    assert!(stdout.contains(&format!("backup in progress: {in_progress}")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("backup in progress: {in_progress}")),
+        "{stdout}"
+    );
     drop(lock);
     let (code, stdout) = status(root.path(), "26h");
-    assert_eq!(code, Some(1), "the first run died without a manifest: {stdout}");
+    assert_eq!(
+        code,
+        Some(1),
+        "the first run died without a manifest: {stdout}"
+    );
 
     std::fs::remove_dir(root.path().join(&in_progress)).unwrap();
     fake_backup(
@@ -93,7 +104,11 @@ fn before_the_first_run_status_is_healthy_only_while_a_scheduler_waits_for_it() 
         )],
     );
     let (code, stdout) = status(root.path(), "26h");
-    assert_eq!(code, Some(1), "a failed first run is unhealthy at once: {stdout}");
+    assert_eq!(
+        code,
+        Some(1),
+        "a failed first run is unhealthy at once: {stdout}"
+    );
     assert!(stdout.contains("a run has failed"), "{stdout}");
 }
 
@@ -109,9 +124,11 @@ fn the_scheduler_records_its_start_for_status() {
         .spawn()
         .unwrap();
     let started = root.path().join(manifest::SCHEDULER_FILE);
-    fixtures::wait_for("the scheduler's start record", std::time::Duration::from_secs(30), || {
-        started.exists()
-    });
+    fixtures::wait_for(
+        "the scheduler's start record",
+        std::time::Duration::from_secs(30),
+        || started.exists(),
+    );
 
     let (code, stdout) = status(root.path(), "26h");
 
@@ -120,7 +137,10 @@ fn the_scheduler_records_its_start_for_status() {
     assert_eq!(scheduler.wait().unwrap().code(), Some(0));
     assert_eq!(code, Some(0), "{stdout}");
     use std::os::unix::fs::PermissionsExt as _;
-    assert_eq!(started.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        started.metadata().unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 }
 
 #[test]

@@ -278,9 +278,16 @@ async fn everything_created_is_private_even_under_umask_000() {
         let mode = root.join(&name).metadata().unwrap().permissions().mode() & 0o777;
         modes.push((name, mode));
     }
-    assert!(modes.len() >= 5, "the lock, a run directory, two artifacts and a manifest: {modes:?}");
+    assert!(
+        modes.len() >= 5,
+        "the lock, a run directory, two artifacts and a manifest: {modes:?}"
+    );
     for (name, mode) in modes {
-        let expected = if root.join(&name).is_dir() { 0o700 } else { 0o600 };
+        let expected = if root.join(&name).is_dir() {
+            0o700
+        } else {
+            0o600
+        };
         assert_eq!(mode, expected, "{name}: {mode:o}");
     }
 }
