@@ -18,6 +18,9 @@ each also accepts NAME_FILE, a file holding the value, as with Docker secrets):
       Optional Keycloak database, dumped as keycloak_db.sql.gz. The username and
       password fill in what the URL lacks.
 
+Schedule: BACKUP_SCHEDULE, for `run` only (see `backup-cron run --help`): a cron
+expression in UTC, 5 fields or 6 with seconds first, default \"0 2 * * *\".
+
 Logging: RUST_LOG sets the level (default info), e.g. RUST_LOG=debug.
 
 Exit status: 0 ok; 1 backup failed (a manifest with status failed was written) or a
