@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use dsn::Environment;
-use worker_core::ollama::OllamaConfig;
+use worker_core::ollama::{BaseUrl, OllamaConfig};
 use worker_core::stub::{StubAdapter, parse_stub_failures};
 
 use crate::cli::Settings;
@@ -162,9 +162,10 @@ pub(crate) fn load(settings: &Settings, env: &Environment) -> Result<Config, Con
             call_log: env.var("AI_STUB_CALL_LOG")?.map(PathBuf::from),
         }),
         "local" => Backend::Local(OllamaConfig {
-            base_url: non_empty(env.var("OLLAMA_BASE_URL")?)
-                .unwrap_or("http://ollama:11434")
-                .to_owned(),
+            base_url: BaseUrl::parse(
+                non_empty(env.var("OLLAMA_BASE_URL")?).unwrap_or("http://ollama:11434"),
+            )
+            .map_err(|reason| ConfigError(format!("OLLAMA_BASE_URL: {reason}")))?,
             vision_model: non_empty(env.var("AI_VISION_MODEL")?)
                 .unwrap_or("qwen2.5vl:3b")
                 .to_owned(),

@@ -2,9 +2,11 @@
 //! AI feedback on them, and writes each result exactly once.
 //!
 //! A thin binary: configuration ([`config`]), logging ([`logging`]), signals, the
-//! refusal of privileged roles, and wiring of `lease` and `worker-core`. Exit codes:
-//! 0 ok, 1 check failed or fatal error, 2 configuration error.
+//! refusal of privileged roles, `check` ([`check`]), and wiring of `lease` and
+//! `worker-core`. Exit codes: 0 ok, 1 check failed or fatal error (`drain` giving up
+//! on a cause waiting cannot cure), 2 configuration error.
 
+mod check;
 mod cli;
 mod config;
 mod logging;
@@ -19,10 +21,12 @@ use deadpool_postgres::{Manager, Pool};
 use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 use worker_core::adapter::{FeedbackAdapter, VisionAdapter};
-use worker_core::metrics::Metrics;
+use worker_core::database::DatabaseProblem;
 use worker_core::ollama::OllamaAdapter;
 use worker_core::pipeline::Pipeline;
-use worker_core::worker::{self, Mode, WorkerConfig};
+use worker_core::readiness::Readiness;
+use worker_core::schema::RoleInfo;
+use worker_core::worker::{self, Mode, Observers, WorkerConfig};
 
 use crate::cli::{Cli, Command};
 use crate::config::{Backend, Config, ConfigError};
@@ -78,21 +82,19 @@ async fn run(command: Command, config: Config) -> Result<ExitCode, Failure> {
         .max_size(config.concurrency + 2)
         .build()
         .context("cannot build the connection pool")?;
+    let (vision, feedback) = adapters(&config)?;
     if command == Command::Check {
-        return check(&pool).await;
+        return Ok(check::run(&pool, &config, vision.as_ref(), feedback.as_ref()).await);
     }
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone());
-    refuse_privileged_role(&pool, &config, &shutdown).await?;
-    tracing::info!(source = config.variable, "database configured");
-
-    let metrics = Arc::new(Metrics::default());
+    let observers = Observers::default();
     if let Some(addr) = config.health_addr {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         let state = worker_core::health::HealthState {
-            metrics: Arc::clone(&metrics),
+            observers: observers.clone(),
             pool: pool.clone(),
         };
         tokio::spawn(worker_core::health::serve(
@@ -102,32 +104,17 @@ async fn run(command: Command, config: Config) -> Result<ExitCode, Failure> {
         ));
         tracing::info!(addr = %addr, "health endpoint listening");
     }
+    let mode = if command == Command::Drain {
+        Mode::Drain
+    } else {
+        Mode::Run
+    };
+    let role = connect(&pool, &config, &observers.readiness, mode, &shutdown).await?;
+    refuse_privileged_role(&role, &config)?;
+    tracing::info!(source = config.variable, role = %role.name, "database configured");
+
     let queue_config = lease::QueueConfig::new("public.learning_submission_jobs", "submission_id")
         .context("the queue table name is valid")?;
-    let (vision, feedback): (Arc<dyn VisionAdapter>, Arc<dyn FeedbackAdapter>) =
-        match &config.backend {
-            Backend::Stub(stub) => {
-                let stub = Arc::new(stub.clone());
-                (stub.clone(), stub)
-            }
-            Backend::Local(ollama) => {
-                if ollama.storage_root.is_none() {
-                    tracing::warn!(
-                        "LEARNING_STORAGE_ROOT is not set: image and PDF submissions will fail"
-                    );
-                }
-                let adapter = Arc::new(
-                    OllamaAdapter::new(ollama.clone()).context("cannot build the HTTP client")?,
-                );
-                tracing::info!(
-                    base_url = %without_credentials(&ollama.base_url),
-                    vision_model = %ollama.vision_model,
-                    feedback_model = %ollama.feedback_model,
-                    "AI backend: Ollama"
-                );
-                (adapter.clone(), adapter)
-            }
-        };
     let pipeline = Arc::new(Pipeline {
         queue: lease::Queue::new(pool, &queue_config),
         vision,
@@ -142,16 +129,11 @@ async fn run(command: Command, config: Config) -> Result<ExitCode, Failure> {
         shutdown_grace: config.shutdown_grace,
         channel: "learning_submission_jobs".to_owned(),
     };
-    let mode = if command == Command::Drain {
-        Mode::Drain
-    } else {
-        Mode::Run
-    };
     worker::run(
         pipeline,
         settings,
         config.database,
-        metrics,
+        observers,
         mode,
         shutdown.clone(),
     )
@@ -161,85 +143,100 @@ async fn run(command: Command, config: Config) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Connects (retrying while the database is down) and refuses privileged roles.
-async fn refuse_privileged_role(
-    pool: &Pool,
-    config: &Config,
-    shutdown: &CancellationToken,
-) -> Result<(), Failure> {
-    let mut pause = Duration::from_millis(200);
-    let role = loop {
-        match current_role(pool).await {
-            Ok(role) => break role,
-            Err(error) => {
-                tracing::warn!(error = %error, "database not reachable yet; retrying");
-                tokio::select! {
-                    () = tokio::time::sleep(pause) => {}
-                    () = shutdown.cancelled() => return Err(Failure::Fatal(anyhow::anyhow!("stopped before the database was reachable"))),
-                }
-                pause = (pause * 2).min(Duration::from_secs(5));
+type Adapters = (Arc<dyn VisionAdapter>, Arc<dyn FeedbackAdapter>);
+
+fn adapters(config: &Config) -> anyhow::Result<Adapters> {
+    Ok(match &config.backend {
+        Backend::Stub(stub) => {
+            let stub = Arc::new(stub.clone());
+            (stub.clone(), stub)
+        }
+        Backend::Local(ollama) => {
+            if ollama.storage_root.is_none() {
+                tracing::warn!(
+                    "LEARNING_STORAGE_ROOT is not set: image and PDF submissions will wait until it is"
+                );
             }
+            let adapter = Arc::new(
+                OllamaAdapter::new(ollama.clone()).context("cannot build the HTTP client")?,
+            );
+            tracing::info!(
+                base_url = %ollama.base_url,
+                vision_model = %ollama.vision_model,
+                feedback_model = %ollama.feedback_model,
+                "AI backend: Ollama"
+            );
+            (adapter.clone(), adapter)
         }
-    };
-    if role.is_privileged() {
-        if !config.allow_privileged {
-            return Err(Failure::Config(ConfigError(format!(
-                "{}: refusing to run as privileged role {:?} (superuser, BYPASSRLS or a service role); \
-                 connect as gustav_worker, or set ALLOW_SERVICE_DSN_FOR_TESTING=true in tests",
-                config.variable, role.name
-            ))));
-        }
-        tracing::warn!(role = %role.name, "running as a privileged role because ALLOW_SERVICE_DSN_FOR_TESTING=true");
-    }
-    Ok(())
-}
-
-async fn current_role(pool: &Pool) -> Result<worker_core::schema::RoleInfo, String> {
-    let client = pool.get().await.map_err(|error| error.to_string())?;
-    worker_core::schema::role_info(&client)
-        .await
-        .map_err(|error| error.to_string())
-}
-
-async fn check(pool: &Pool) -> Result<ExitCode, Failure> {
-    use std::io::Write as _;
-    let mut out = std::io::stdout().lock();
-    let client = match pool.get().await {
-        Ok(client) => client,
-        Err(error) => {
-            let _ = writeln!(out, "FAIL  connect: {error}");
-            return Ok(ExitCode::from(1));
-        }
-    };
-    let _ = writeln!(out, "ok    connect");
-    let checks = worker_core::schema::check(&client)
-        .await
-        .context("schema check failed")?;
-    for check in &checks {
-        let _ = writeln!(
-            out,
-            "{}  {}",
-            if check.ok { "ok  " } else { "FAIL" },
-            check.name
-        );
-    }
-    Ok(if checks.iter().all(|check| check.ok) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
     })
 }
 
-/// A URL for the log: `user:password@` (basic auth for a proxied Ollama) becomes `***@`.
-fn without_credentials(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
-        None => url.to_owned(),
+/// Connects, retrying while the database cannot serve. `run` retries every
+/// problem (an operator may mend it meanwhile) and logs each cause once; `drain`
+/// gives up at once on a problem that waiting cannot cure.
+async fn connect(
+    pool: &Pool,
+    config: &Config,
+    readiness: &Readiness,
+    mode: Mode,
+    shutdown: &CancellationToken,
+) -> Result<RoleInfo, Failure> {
+    let mut pause = Duration::from_millis(200);
+    loop {
+        let problem = match current_role(pool).await {
+            Ok(role) => {
+                readiness.database_up();
+                return Ok(role);
+            }
+            Err(problem) => problem,
+        };
+        if mode == Mode::Drain && !problem.may_pass() {
+            return Err(Failure::Fatal(anyhow::anyhow!(
+                "{}: {problem}; fix: {}",
+                config.variable,
+                problem.fix()
+            )));
+        }
+        if readiness.database_down(problem) {
+            tracing::warn!(
+                cause = problem.code(),
+                fix = problem.fix(),
+                "cannot use the database yet ({}); retrying",
+                problem.describe()
+            );
+        }
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = shutdown.cancelled() => return Err(Failure::Fatal(anyhow::anyhow!("stopped before the database was usable ({problem})"))),
+        }
+        pause = (pause * 2).min(Duration::from_secs(5));
     }
+}
+
+async fn current_role(pool: &Pool) -> Result<RoleInfo, DatabaseProblem> {
+    let client = pool
+        .get()
+        .await
+        .map_err(|error| DatabaseProblem::of_queue(&lease::Error::Pool(error)))?;
+    worker_core::schema::role_info(&client)
+        .await
+        .map_err(|error| DatabaseProblem::of_postgres(&error))
+}
+
+/// Refuses privileged roles unless tests allow them.
+fn refuse_privileged_role(role: &RoleInfo, config: &Config) -> Result<(), Failure> {
+    if !role.is_privileged() {
+        return Ok(());
+    }
+    if !config.allow_privileged {
+        return Err(Failure::Config(ConfigError(format!(
+            "{}: refusing to run as privileged role {:?} (superuser, BYPASSRLS or a service role); \
+             connect as gustav_worker, or set ALLOW_SERVICE_DSN_FOR_TESTING=true in tests",
+            config.variable, role.name
+        ))));
+    }
+    tracing::warn!(role = %role.name, "running as a privileged role because ALLOW_SERVICE_DSN_FOR_TESTING=true");
+    Ok(())
 }
 
 /// The first SIGTERM or SIGINT starts a graceful shutdown.

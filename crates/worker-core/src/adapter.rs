@@ -1,11 +1,18 @@
 //! The two AI steps as traits, so the pipeline does not care whether a stub or a
 //! model answers.
 //!
-//! Every error is classified: **transient** (worth retrying later: timeouts,
-//! overload, connection failures) or **permanent** (retrying cannot help: a bad
-//! input file, a refused request). The message is short and never contains the
-//! submission's text, a prompt or a model reply, because it is stored in the
-//! database and logged.
+//! Every error is classified, and the class decides who pays for it:
+//!
+//! - **transient** and **permanent** failures belong to the submission (an empty
+//!   reply for this input; a refused request, an unreadable file): they spend the
+//!   job's retries, and a permanent one, or the last retry, fails the submission;
+//! - **unavailable** and **misconfigured** failures belong to the backend (the model
+//!   server is down, timing out or overloaded; a model, a key or a host tool is
+//!   missing): the job is returned to the queue unspent and the worker's circuit
+//!   breaker opens (see [`crate::breaker`]). No outage may fail a student's work.
+//!
+//! The message is short and never contains the submission's text, a prompt or a
+//! model reply, because it is stored in the database and logged.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,13 +21,26 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-/// Transient or permanent.
+/// Who a failure belongs to, and so what it costs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorClass {
-    /// Retry later with backoff.
+    /// This submission's, and it may pass: retry later with backoff.
     Transient,
-    /// Fail the submission now.
+    /// This submission's, and it will not pass: fail the submission now.
     Permanent,
+    /// The backend's, and it may pass by itself (unreachable, timeouts, 5xx, 429):
+    /// return the job unspent and wait for the backend.
+    Unavailable,
+    /// The backend's, and only the operator can cure it (a missing model, 401/403,
+    /// a wrong base URL, a missing host tool): return the job unspent.
+    Misconfigured,
+}
+
+impl ErrorClass {
+    /// Whether the failure is the backend's rather than the submission's.
+    pub fn is_backend(self) -> bool {
+        matches!(self, ErrorClass::Unavailable | ErrorClass::Misconfigured)
+    }
 }
 
 /// An adapter's failure.
@@ -46,6 +66,22 @@ impl AdapterError {
     pub fn permanent(message: impl Into<String>) -> AdapterError {
         AdapterError {
             class: ErrorClass::Permanent,
+            message: message.into(),
+        }
+    }
+
+    /// The backend cannot answer now.
+    pub fn unavailable(message: impl Into<String>) -> AdapterError {
+        AdapterError {
+            class: ErrorClass::Unavailable,
+            message: message.into(),
+        }
+    }
+
+    /// The backend is set up wrongly; the message says what to fix.
+    pub fn misconfigured(message: impl Into<String>) -> AdapterError {
+        AdapterError {
+            class: ErrorClass::Misconfigured,
             message: message.into(),
         }
     }
@@ -117,8 +153,18 @@ pub struct FeedbackOutput {
 /// A boxed adapter future (object-safe traits).
 pub type AdapterFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, AdapterError>> + Send + 'a>>;
 
+/// A probe's future: `Ok` when the backend can serve, else an unavailable or
+/// misconfigured error saying why.
+pub type ProbeFuture<'a> = Pin<Box<dyn Future<Output = Result<(), AdapterError>> + Send + 'a>>;
+
 /// Turns a stored image or PDF into Markdown.
 pub trait VisionAdapter: Send + Sync {
+    /// Whether vision could run now: the circuit breaker's probe and
+    /// `learning-worker check`. Backends without outside parts are always ready.
+    fn probe(&self) -> ProbeFuture<'_> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     /// Extracts text; should stop early when `cancel` fires (the pipeline also
     /// drops the future then).
     fn extract<'a>(
@@ -130,6 +176,11 @@ pub trait VisionAdapter: Send + Sync {
 
 /// Writes feedback on a text.
 pub trait FeedbackAdapter: Send + Sync {
+    /// Whether feedback could run now (see [`VisionAdapter::probe`]).
+    fn probe(&self) -> ProbeFuture<'_> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     /// Produces feedback; should stop early when `cancel` fires.
     fn feedback<'a>(
         &'a self,

@@ -1,26 +1,29 @@
 //! `WORKER_HEALTH_ADDR`: a tiny HTTP/1.x endpoint for orchestrators.
 //!
 //! - `GET /healthz`: 200 while the process runs;
-//! - `GET /readyz`: 200 when the database answers and the schema checks pass, else 503;
+//! - `GET /readyz`: 200 when the database answers, the schema checks pass and the
+//!   model backend's breaker is closed; else 503 with a reason code and a sentence
+//!   (`not ready: db_auth_failed: …`, `backend_unavailable: …`, see
+//!   [`crate::database`] and [`crate::readiness`]);
 //! - `GET /metrics`: the Prometheus text exposition.
 //!
 //! Hand-written (request line in, one response out, connection closed): three
 //! fixed routes do not justify an HTTP stack in the dependency tree.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
+use crate::database::DatabaseProblem;
+use crate::worker::Observers;
 
 /// What the endpoints report on.
 #[derive(Clone)]
 pub struct HealthState {
-    /// For `/metrics`.
-    pub metrics: Arc<Metrics>,
+    /// The worker loop's metrics and readiness.
+    pub observers: Observers,
     /// For `/readyz`.
     pub pool: deadpool_postgres::Pool,
 }
@@ -70,7 +73,7 @@ async fn answer(mut stream: TcpStream, state: &HealthState) -> std::io::Result<(
         ("GET", "/metrics") => (
             "200 OK",
             "text/plain; version=0.0.4",
-            state.metrics.render(),
+            state.observers.metrics.render(),
         ),
         ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_owned()),
         _ => (
@@ -88,16 +91,20 @@ async fn answer(mut stream: TcpStream, state: &HealthState) -> std::io::Result<(
 }
 
 async fn ready(state: &HealthState) -> Result<(), String> {
+    let down = |problem: DatabaseProblem| format!("{}: {}", problem.code(), problem.describe());
     let client = state
         .pool
         .get()
         .await
-        .map_err(|_| "database unreachable".to_owned())?;
+        .map_err(|error| down(DatabaseProblem::of_queue(&lease::Error::Pool(error))))?;
     let checks = crate::schema::check(&client)
         .await
-        .map_err(|_| "database unreachable".to_owned())?;
-    match checks.iter().find(|check| !check.ok) {
-        Some(failed) => Err(format!("check failed: {}", failed.name)),
+        .map_err(|error| down(DatabaseProblem::of_postgres(&error)))?;
+    if let Some(failed) = checks.iter().find(|check| !check.ok) {
+        return Err(format!("{}: {}", failed.problem.code(), failed.name));
+    }
+    match state.observers.readiness.not_ready() {
+        Some(reason) => Err(reason),
         None => Ok(()),
     }
 }

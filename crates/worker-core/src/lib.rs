@@ -48,7 +48,7 @@
 //! # Example
 //!
 //! ```no_run
-//! # async fn example(pool: deadpool_postgres::Pool, listen: tokio_postgres::Config) -> Result<(), lease::Error> {
+//! # async fn example(pool: deadpool_postgres::Pool, listen: tokio_postgres::Config) -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
 //! use std::time::Duration;
 //! use worker_core::{pipeline::Pipeline, stub::StubAdapter, worker};
@@ -70,16 +70,22 @@
 //!     channel: "learning_submission_jobs".to_owned(),
 //! };
 //! let shutdown = tokio_util::sync::CancellationToken::new();
-//! worker::run(pipeline, settings, listen, Arc::default(), worker::Mode::Drain, shutdown).await?;
+//! let observers = worker::Observers::default();
+//! worker::run(pipeline, settings, listen, observers, worker::Mode::Drain, shutdown).await?;
 //! # Ok(())
 //! # }
 //! ```
 
 pub mod adapter;
+pub mod database;
+mod error;
 pub mod health;
 pub mod metrics;
 pub mod ollama;
 pub mod pipeline;
+pub mod readiness;
 pub mod schema;
 pub mod stub;
 pub mod worker;
+
+pub use error::Error;

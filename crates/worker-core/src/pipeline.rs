@@ -54,6 +54,9 @@ pub enum Outcome {
     Released,
     /// The payload is unusable: job marked failed (`invalid_payload`).
     InvalidPayload,
+    /// The backend failed (unavailable or misconfigured), not the submission: the
+    /// job was given back with its retries unspent, and the breaker should open.
+    Returned(AdapterError),
 }
 
 /// Cancels a job and says why, and knows until when its lease is surely ours.
@@ -61,6 +64,7 @@ pub struct JobControl {
     /// Fires on lease loss or shutdown.
     pub cancel: CancellationToken,
     lease_lost: AtomicBool,
+    charge_backend_failures: AtomicBool,
     valid_until: Mutex<Instant>,
 }
 
@@ -70,8 +74,15 @@ impl JobControl {
         JobControl {
             cancel: CancellationToken::new(),
             lease_lost: AtomicBool::new(false),
+            charge_backend_failures: AtomicBool::new(false),
             valid_until: Mutex::new(valid_until),
         }
+    }
+
+    /// This job has caused backend failures while the backend was healthy (see
+    /// [`crate::readiness`]): the next one spends a retry like a transient failure.
+    pub fn charge_backend_failures(&self) {
+        self.charge_backend_failures.store(true, Ordering::SeqCst);
     }
 
     /// Until when the lease is surely ours, by our own clock.
@@ -189,6 +200,20 @@ impl Pipeline {
             return Outcome::LeaseLost;
         }
         match failure {
+            Failure::Adapter(_, error)
+                if error.class.is_backend()
+                    && !control.charge_backend_failures.load(Ordering::SeqCst) =>
+            {
+                tracing::warn!(job_id = %job.id, class = ?error.class, error = %error.message, "the model backend failed, not the submission; returning the job unspent");
+                match self.queue.release(job).await {
+                    Ok(false) => Outcome::LeaseLost,
+                    Ok(true) => Outcome::Returned(error),
+                    Err(release_error) => {
+                        tracing::warn!(job_id = %job.id, error = %release_error, "cannot return the job; its lease will expire");
+                        Outcome::Returned(error)
+                    }
+                }
+            }
             Failure::Adapter(phase, error) => {
                 match self.record_adapter_failure(job, phase, &error).await {
                     Ok(outcome) => outcome,
@@ -384,7 +409,8 @@ impl Pipeline {
         phase: Phase,
         error: &AdapterError,
     ) -> Result<Outcome, lease::Error> {
-        let retry = error.class == ErrorClass::Transient && job.retry_count < self.max_retries;
+        // A backend failure reaches here only when the job is charged for it.
+        let retry = error.class != ErrorClass::Permanent && job.retry_count < self.max_retries;
         tracing::warn!(job_id = %job.id, submission_id = %job.reference, phase = phase.as_str(), class = ?error.class, error = %error.message, retry, "adapter failed");
         let mut client = self.queue.pool().get().await?;
         let Some(fence) = self.queue.fence(&mut client, job).await? else {

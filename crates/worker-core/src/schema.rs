@@ -9,6 +9,8 @@
 
 use tokio_postgres::Client;
 
+use crate::database::DatabaseProblem;
+
 /// The schema script, as shipped in `schema.sql`.
 pub const SQL: &str = include_str!("schema.sql");
 
@@ -38,62 +40,76 @@ pub struct Check {
     pub name: String,
     /// Whether it holds.
     pub ok: bool,
+    /// What a failure of this check means (and so how to fix it).
+    pub problem: DatabaseProblem,
 }
 
 /// Checks, as the connected role, that the objects the worker needs exist, that the
 /// role has exactly the privileges it needs, and that it is not privileged.
 pub async fn check(client: &Client) -> Result<Vec<Check>, tokio_postgres::Error> {
-    const CHECKS: &[(&str, &str)] = &[
+    use DatabaseProblem::{PermissionDenied, SchemaMissing};
+    const CHECKS: &[(&str, DatabaseProblem, &str)] = &[
         (
             "table learning_submissions",
+            SchemaMissing,
             "select to_regclass('public.learning_submissions') is not null",
         ),
         (
             "table learning_submission_jobs",
+            SchemaMissing,
             "select to_regclass('public.learning_submission_jobs') is not null",
         ),
         (
             "table unit_tasks",
+            SchemaMissing,
             "select to_regclass('public.unit_tasks') is not null",
         ),
         (
             "notify trigger on learning_submission_jobs",
+            SchemaMissing,
             "select exists (select 1 from pg_trigger where tgname = 'learning_submission_jobs_notify')",
         ),
         (
             "function learning_worker_update_completed",
+            SchemaMissing,
             "select to_regprocedure('public.learning_worker_update_completed(uuid, text, text, jsonb)') is not null",
         ),
         (
             "function learning_worker_update_failed",
+            SchemaMissing,
             "select to_regprocedure('public.learning_worker_update_failed(uuid, text, text)') is not null",
         ),
         (
             "function learning_worker_mark_retry",
+            SchemaMissing,
             "select to_regprocedure('public.learning_worker_mark_retry(uuid, text, text, timestamptz)') is not null",
         ),
         (
             "select on learning_submissions and unit_tasks",
+            PermissionDenied,
             "select has_table_privilege('public.learning_submissions', 'select') \
                     and has_table_privilege('public.unit_tasks', 'select')",
         ),
         (
             "select, update, delete on learning_submission_jobs",
+            PermissionDenied,
             "select has_table_privilege('public.learning_submission_jobs', 'select, update, delete')",
         ),
         (
             "execute on the three helper functions",
+            PermissionDenied,
             "select has_function_privilege('public.learning_worker_update_completed(uuid, text, text, jsonb)', 'execute') \
                     and has_function_privilege('public.learning_worker_update_failed(uuid, text, text)', 'execute') \
                     and has_function_privilege('public.learning_worker_mark_retry(uuid, text, text, timestamptz)', 'execute')",
         ),
         (
             "role is not a superuser and cannot bypass row-level security",
+            PermissionDenied,
             "select not rolsuper and not rolbypassrls from pg_roles where rolname = current_user",
         ),
     ];
     let mut checks = Vec::with_capacity(CHECKS.len());
-    for (name, sql) in CHECKS {
+    for (name, problem, sql) in CHECKS {
         // A missing object makes some checks raise instead of returning false.
         let ok = match client.query_one(*sql, &[]).await {
             Ok(row) => row.get::<_, Option<bool>>(0).unwrap_or(false),
@@ -103,6 +119,7 @@ pub async fn check(client: &Client) -> Result<Vec<Check>, tokio_postgres::Error>
         checks.push(Check {
             name: (*name).to_owned(),
             ok,
+            problem: *problem,
         });
     }
     Ok(checks)

@@ -20,6 +20,16 @@
 //! timer of its own, before another worker can lease it, and it starts no adapter
 //! call once cancelled.
 //!
+//! # When the backend or the database fails
+//!
+//! A job that ends [`Outcome::Returned`] (the model backend failed, not the
+//! submission) opens the circuit breaker of [`crate::readiness`]: the loop stops
+//! leasing, probes the backend at once and then with backoff, and leases again
+//! when a probe succeeds. A statement that fails is classified
+//! ([`DatabaseProblem`]) and reported on `/readyz`. In drain mode, a problem that
+//! waiting cannot cure (a misconfigured backend, a wrong password, a missing
+//! schema) ends the loop with an [`Error`] once running jobs are done.
+//!
 //! # Shutdown
 //!
 //! On shutdown the loop stops leasing; running jobs may finish within the grace
@@ -32,11 +42,20 @@ use std::time::{Duration, Instant};
 
 use lease::{LeasedJob, Listener, Queue};
 use tokio::task::JoinSet;
+use tokio::time::Instant as TokioInstant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::adapter::{AdapterError, ErrorClass};
+use crate::database::DatabaseProblem;
+use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::pipeline::{JobControl, Outcome, Pipeline};
+use crate::readiness::{Readiness, STRIKES_BEFORE_CHARGING};
+
+/// Probe backoff bounds while the breaker is open.
+const PROBE_MIN: Duration = Duration::from_secs(1);
+const PROBE_MAX: Duration = Duration::from_secs(30);
 
 /// Whether the worker runs forever or stops when the queue is empty.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,18 +89,30 @@ struct InFlight {
 
 type InFlightJobs = Arc<Mutex<HashMap<Uuid, InFlight>>>;
 
+/// What the loop reports to, besides its log.
+#[derive(Clone, Default)]
+pub struct Observers {
+    /// Counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// The breaker and database state, for `/readyz`.
+    pub readiness: Arc<Readiness>,
+}
+
 /// Runs the worker until `shutdown` fires (or, in drain mode, the queue is empty).
 pub async fn run(
     pipeline: Arc<Pipeline>,
     config: WorkerConfig,
     listener_config: tokio_postgres::Config,
-    metrics: Arc<Metrics>,
+    observers: Observers,
     mode: Mode,
     shutdown: CancellationToken,
-) -> Result<(), lease::Error> {
+) -> Result<(), Error> {
     let worker_id = Uuid::from_bytes(random_bytes());
     tracing::info!(worker_id = %worker_id, concurrency = config.concurrency, mode = ?mode, "worker started");
-    let listener = Listener::spawn(listener_config, &config.channel)?;
+    let Observers { metrics, readiness } = observers;
+    let listener = Listener::spawn(listener_config, &config.channel).map_err(Error::Listen)?;
+    let mut breaker = Breaker::new(readiness);
+    let mut gave_up = None;
     let inflight: InFlightJobs = Arc::default();
     let heartbeats = tokio::spawn(heartbeat_loop(
         pipeline.queue.clone(),
@@ -95,6 +126,24 @@ pub async fn run(
         if shutdown.is_cancelled() {
             break;
         }
+        if breaker.is_open() {
+            if let Err(cause) = breaker.probe_when_due(&pipeline).await
+                && mode == Mode::Drain
+                && cause.class == ErrorClass::Misconfigured
+            {
+                gave_up = Some(Error::Backend(cause.message));
+                break;
+            }
+            if breaker.is_open() {
+                let next_probe = breaker.next_probe.unwrap_or_else(TokioInstant::now);
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    Some(joined) = tasks.join_next(), if !tasks.is_empty() => record(joined, &inflight, &metrics, &mut breaker),
+                    () = tokio::time::sleep_until(next_probe) => {}
+                }
+                continue;
+            }
+        }
         let free = config.concurrency.saturating_sub(tasks.len());
         let mut leased_none = false;
         if free > 0 {
@@ -102,20 +151,27 @@ pub async fn run(
             match pipeline.queue.lease(free, config.lease, None).await {
                 Ok(jobs) => {
                     database_backoff = Duration::from_millis(100);
+                    if breaker.readiness.database_up() {
+                        tracing::info!("the database serves again");
+                    }
                     leased_none = jobs.is_empty();
                     for job in jobs {
-                        start_job(
-                            &mut tasks,
-                            &pipeline,
-                            &inflight,
-                            &metrics,
-                            job,
-                            sent + surely_held(config.lease),
-                        );
+                        let control = JobControl::new(sent + surely_held(config.lease));
+                        if breaker.charges(job.id) {
+                            control.charge_backend_failures();
+                        }
+                        start_job(&mut tasks, &pipeline, &inflight, &metrics, job, control);
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(error = %error, retry_in_ms = database_backoff.as_millis() as u64, "cannot lease jobs; retrying");
+                    let problem = DatabaseProblem::of_queue(&error);
+                    if breaker.readiness.database_down(problem) {
+                        tracing::warn!(cause = problem.code(), error = %error, fix = problem.fix(), "cannot lease jobs: {}", problem.describe());
+                    }
+                    if mode == Mode::Drain && !problem.may_pass() {
+                        gave_up = Some(Error::Database(problem));
+                        break;
+                    }
                     tokio::select! {
                         () = tokio::time::sleep(database_backoff) => {}
                         () = shutdown.cancelled() => {}
@@ -132,7 +188,7 @@ pub async fn run(
         let has_free_slot = tasks.len() < config.concurrency;
         tokio::select! {
             () = shutdown.cancelled() => break,
-            Some(joined) = tasks.join_next(), if !tasks.is_empty() => record(joined, &inflight, &metrics),
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => record(joined, &inflight, &metrics, &mut breaker),
             _ = listener.wait(config.poll_interval), if has_free_slot && (mode == Mode::Run || leased_none) => {}
         }
     }
@@ -147,7 +203,7 @@ pub async fn run(
         loop {
             tokio::select! {
                 joined = tasks.join_next() => match joined {
-                    Some(joined) => record(joined, &inflight, &metrics),
+                    Some(joined) => record(joined, &inflight, &metrics, &mut breaker),
                     None => break,
                 },
                 () = tokio::time::sleep_until(deadline) => {
@@ -156,7 +212,7 @@ pub async fn run(
                         job.control.cancel.cancel();
                     }
                     while let Some(joined) = tasks.join_next().await {
-                        record(joined, &inflight, &metrics);
+                        record(joined, &inflight, &metrics, &mut breaker);
                     }
                     break;
                 }
@@ -165,7 +221,92 @@ pub async fn run(
     }
     heartbeats.abort();
     tracing::info!(worker_id = %worker_id, "worker stopped");
-    Ok(())
+    gave_up.map_or(Ok(()), Err)
+}
+
+/// The loop's side of the circuit breaker (see [`crate::readiness`]).
+struct Breaker {
+    readiness: Arc<Readiness>,
+    /// Per job: backend failures it caused while the backend probed healthy.
+    strikes: HashMap<Uuid, u32>,
+    /// Jobs returned since the breaker opened, until the first probe.
+    suspects: Vec<Uuid>,
+    next_probe: Option<TokioInstant>,
+    backoff: Duration,
+}
+
+impl Breaker {
+    fn new(readiness: Arc<Readiness>) -> Breaker {
+        Breaker {
+            readiness,
+            strikes: HashMap::new(),
+            suspects: Vec::new(),
+            next_probe: None,
+            backoff: PROBE_MIN,
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        self.readiness.backend().is_some()
+    }
+
+    fn charges(&self, job_id: Uuid) -> bool {
+        self.strikes
+            .get(&job_id)
+            .is_some_and(|strikes| *strikes >= STRIKES_BEFORE_CHARGING)
+    }
+
+    fn job_ended(&mut self, job_id: Uuid, outcome: &Outcome) {
+        let Outcome::Returned(cause) = outcome else {
+            self.strikes.remove(&job_id);
+            return;
+        };
+        if self.readiness.backend_down(cause) {
+            tracing::warn!(class = ?cause.class, cause = %cause.message, "the model backend failed; not leasing until a probe succeeds");
+        }
+        if self.next_probe.is_none() {
+            self.next_probe = Some(TokioInstant::now());
+            self.suspects.clear();
+        }
+        self.suspects.push(job_id);
+    }
+
+    /// Probes the backend if the time has come; closes the breaker on success.
+    async fn probe_when_due(&mut self, pipeline: &Pipeline) -> Result<(), AdapterError> {
+        let now = TokioInstant::now();
+        if self.next_probe.is_some_and(|due| due > now) {
+            return Ok(());
+        }
+        let probed = async {
+            pipeline.vision.probe().await?;
+            pipeline.feedback.probe().await
+        }
+        .await;
+        match probed {
+            Ok(()) => {
+                // The backend was healthy right after these jobs failed: the
+                // failures may be theirs. Later successes prove nothing of the kind.
+                for job in self.suspects.drain(..) {
+                    *self.strikes.entry(job).or_default() += 1;
+                }
+                self.next_probe = None;
+                self.backoff = PROBE_MIN;
+                if self.readiness.backend_up() {
+                    tracing::info!("the model backend answers again; leasing");
+                }
+                Ok(())
+            }
+            Err(cause) => {
+                self.suspects.clear();
+                if self.readiness.backend_down(&cause) {
+                    tracing::warn!(class = ?cause.class, cause = %cause.message, "the model backend is still down; not leasing");
+                }
+                self.next_probe = Some(now + self.backoff);
+                self.backoff = (self.backoff * 2).min(PROBE_MAX);
+                Err(cause)
+            }
+        }
+    }
 }
 
 fn start_job(
@@ -174,9 +315,9 @@ fn start_job(
     inflight: &InFlightJobs,
     metrics: &Arc<Metrics>,
     job: LeasedJob,
-    valid_until: Instant,
+    control: JobControl,
 ) {
-    let control = Arc::new(JobControl::new(valid_until));
+    let control = Arc::new(control);
     let (job_id, lease_key) = (job.id, job.lease_key);
     metrics.add_inflight(1);
     let pipeline = Arc::clone(pipeline);
@@ -206,6 +347,7 @@ fn record(
     joined: Result<(Uuid, Outcome, Duration), tokio::task::JoinError>,
     inflight: &InFlightJobs,
     metrics: &Metrics,
+    breaker: &mut Breaker,
 ) {
     metrics.add_inflight(-1);
     let (job_id, outcome, duration) = match joined {
@@ -222,6 +364,7 @@ fn record(
         }
     };
     inflight.lock().expect("inflight lock").remove(&job_id);
+    breaker.job_ended(job_id, &outcome);
     let status = match &outcome {
         Outcome::Completed => Some("completed"),
         Outcome::Failed(code) => {
@@ -238,7 +381,7 @@ fn record(
             metrics.lease_lost();
             None
         }
-        Outcome::Released => None,
+        Outcome::Released | Outcome::Returned(_) => None,
     };
     if let Some(status) = status {
         metrics.processed(status, duration);

@@ -163,6 +163,13 @@ async fn configuration_errors_exit_2_with_one_line() {
             vec![("LEARNING_DATABASE_URL", superuser.clone())],
             "refusing to run as privileged role",
         ),
+        (
+            vec![
+                ("AI_BACKEND", "local".to_owned()),
+                ("OLLAMA_BASE_URL", "ollama:11434".to_owned()),
+            ],
+            "OLLAMA_BASE_URL: expected an http:// or https:// URL",
+        ),
     ];
     for (env, expected) in cases {
         let mut command = world.command(&["drain"]);
@@ -518,4 +525,130 @@ async fn the_local_backend_talks_to_ollama() {
         !logs.contains("hunter2"),
         "credentials in OLLAMA_BASE_URL stay out of the log: {logs}"
     );
+}
+
+/// Runs `args` to its end (at most a minute: a worker that waits forever on a
+/// mistake fails here instead of hanging the suite); exit code, stdout, stderr.
+fn run_to_end(mut command: Command) -> (Option<i32>, String, String) {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            child.kill().unwrap();
+            panic!("still running after a minute: {command:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status.code(), stdout, stderr)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operator_mistakes_are_named_with_their_fix_and_drain_gives_up_at_once() {
+    let world = World::new().await;
+    let admin = world.db.connect().await.unwrap();
+    let empty = format!("empty_{}", fixtures::random_token(12).to_lowercase());
+    admin
+        .batch_execute(&format!("create database {empty}"))
+        .await
+        .unwrap();
+    let wrong_password = world.db.url_as("gustav_worker", "not-the-password");
+    let no_such_database = world
+        .db
+        .url_as("gustav_worker", world.db.server().worker_password())
+        .replace(world.db.name(), "no_such_database");
+    let without_schema = world
+        .db
+        .url_as("gustav_worker", world.db.server().worker_password())
+        .replace(world.db.name(), &empty);
+    let cases = [
+        (
+            wrong_password,
+            "db_auth_failed",
+            "check the user and password",
+        ),
+        (no_such_database, "db_not_found", "check the database name"),
+        (without_schema, "db_schema_missing", "schema.sql"),
+    ];
+    for (dsn, code, fix) in cases {
+        let mut check = world.command(&["check"]);
+        check.env("LEARNING_DATABASE_URL", &dsn);
+        let (status, stdout, _) = tokio::task::block_in_place(|| run_to_end(check));
+        assert_eq!(status, Some(1), "{stdout}");
+        assert!(stdout.contains(&format!("({code})")), "{code}: {stdout}");
+        assert!(
+            stdout.contains(&format!("fix ({code}): ")) && stdout.contains(fix),
+            "{code}: {stdout}"
+        );
+
+        let mut drain = world.command(&["drain"]);
+        drain.env("LEARNING_DATABASE_URL", &dsn);
+        let (status, _, logs) = tokio::task::block_in_place(|| run_to_end(drain));
+        assert_eq!(status, Some(1), "{code}: {logs}");
+        assert!(logs.contains(code) && logs.contains(fix), "{code}: {logs}");
+        assert!(!logs.contains("not-the-password"), "{logs}");
+    }
+    admin
+        .batch_execute(&format!("drop database {empty}"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_worker_with_a_wrong_password_stays_unready_and_says_why() {
+    let mut world = World::new().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let wrong_password = world.db.url_as("gustav_worker", "not-the-password");
+    world
+        .set("WORKER_HEALTH_ADDR", &addr)
+        .set("LEARNING_DATABASE_URL", &wrong_password);
+    let mut worker = world.spawn(&["run"]);
+    fixtures::wait_for("the health endpoint", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(&addr).is_ok()
+    });
+
+    let (status, body) = http_get(&addr, "/readyz");
+
+    signal(&worker, libc::SIGTERM);
+    let exit = worker.wait().unwrap();
+    let mut logs = String::new();
+    worker
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("db_auth_failed"), "{body}");
+    assert_eq!(
+        logs.matches("cannot use the database yet").count(),
+        1,
+        "logged once per cause: {logs}"
+    );
+    assert!(exit.code().is_some(), "{logs}");
 }

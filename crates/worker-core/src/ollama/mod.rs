@@ -12,32 +12,47 @@
 //!   into `criteria.v2` ([`feedback`]); a reply that is not JSON still becomes
 //!   feedback (`parse_status: "model"`), an empty one is a transient error.
 //!
-//! Errors: timeouts, connection failures, HTTP 429 and 5xx are transient; other 4xx
-//! and bad input files are permanent. Messages are short and never quote a prompt,
-//! a reply or the student's text.
+//! Errors ([`http`]): the server's trouble (timeouts, connection failures, HTTP 429
+//! and 5xx) makes the backend *unavailable*; 401/403, a missing model, a base URL
+//! that is not Ollama, a missing storage root or poppler tool make it
+//! *misconfigured*; a 400/413/422 for this input and bad input files are the
+//! submission's (*permanent*). Messages are short and never quote a prompt, a reply
+//! or the student's text.
+//!
+//! **Probes** (the worker's circuit breaker and `learning-worker check`): `GET
+//! /api/tags` answers and lists the configured model; and, once a job found the
+//! storage root or a poppler tool missing, those are there again.
 
+mod base_url;
 pub mod feedback;
 mod http;
 pub mod pdf;
 pub mod storage;
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+pub use base_url::BaseUrl;
+
 use crate::adapter::{
-    AdapterError, AdapterFuture, FeedbackAdapter, FeedbackInput, FeedbackOutput, VisionAdapter,
-    VisionInput, VisionOutput,
+    AdapterError, AdapterFuture, ErrorClass, FeedbackAdapter, FeedbackInput, FeedbackOutput,
+    ProbeFuture, VisionAdapter, VisionInput, VisionOutput,
 };
+
+/// How long a probe waits for `/api/tags`.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Settings of the `local` backend.
 #[derive(Clone, Debug)]
 pub struct OllamaConfig {
     /// `OLLAMA_BASE_URL`, e.g. `http://ollama:11434`.
-    pub base_url: String,
+    pub base_url: BaseUrl,
     /// `AI_VISION_MODEL`.
     pub vision_model: String,
     /// `AI_FEEDBACK_MODEL`.
@@ -57,6 +72,9 @@ pub struct OllamaConfig {
 pub struct OllamaAdapter {
     config: OllamaConfig,
     client: reqwest::Client,
+    /// A job found the storage root or a poppler tool missing: probes check the
+    /// host again until it is mended.
+    host_problem: Arc<AtomicBool>,
 }
 
 impl OllamaAdapter {
@@ -66,7 +84,47 @@ impl OllamaAdapter {
         // seconds where aws-lc-rs needs cmake and minutes.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder().build()?;
-        Ok(OllamaAdapter { config, client })
+        Ok(OllamaAdapter {
+            config,
+            client,
+            host_problem: Arc::default(),
+        })
+    }
+
+    /// The model server answers and has `model`.
+    async fn probe_model(&self, model: &str) -> Result<(), AdapterError> {
+        let models = http::models(&self.client, self.config.base_url.api(), PROBE_TIMEOUT).await?;
+        let wanted = with_tag(model);
+        if models.iter().any(|name| with_tag(name) == wanted) {
+            Ok(())
+        } else {
+            Err(AdapterError::misconfigured(format!(
+                "model {model} is not on the model server; pull it there (ollama pull {model}) or set the AI_*_MODEL variable"
+            )))
+        }
+    }
+
+    /// The storage root and the poppler tools, once a job found one missing.
+    fn probe_host(&self) -> Result<(), AdapterError> {
+        if !self.host_problem.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        match &self.config.storage_root {
+            None => return Err(storage_root_unset()),
+            Some(root) if !root.is_dir() => {
+                return Err(AdapterError::misconfigured(
+                    "LEARNING_STORAGE_ROOT is not accessible: mount the storage directory there",
+                ));
+            }
+            Some(_) => {}
+        }
+        if let Some(tool) = pdf::missing_tools(self.config.pdf_tools_path.as_deref()).first() {
+            return Err(AdapterError::misconfigured(format!(
+                "{tool} is not installed on the worker's host; install poppler-utils"
+            )));
+        }
+        self.host_problem.store(false, Ordering::Relaxed);
+        Ok(())
     }
 
     async fn generate(
@@ -77,15 +135,73 @@ impl OllamaAdapter {
         timeout: Duration,
         cancel: &CancellationToken,
     ) -> Result<String, AdapterError> {
-        let url = format!(
-            "{}/api/generate",
-            self.config.base_url.trim_end_matches('/')
-        );
         let mut body = json!({"model": model, "prompt": prompt, "stream": false});
         if !images.is_empty() {
             body["images"] = json!(images);
         }
-        http::generate(&self.client, &url, &body, timeout, cancel).await
+        http::generate(
+            &self.client,
+            self.config.base_url.api(),
+            &body,
+            timeout,
+            cancel,
+        )
+        .await
+    }
+
+    /// Reads the file and turns it into images (or text), noting host problems.
+    async fn prepare(&self, input: &VisionInput) -> Result<Prepared, AdapterError> {
+        let prepared = self.prepare_on_host(input).await;
+        if let Err(error) = &prepared
+            && error.class == ErrorClass::Misconfigured
+        {
+            self.host_problem.store(true, Ordering::Relaxed);
+        }
+        prepared
+    }
+
+    async fn prepare_on_host(&self, input: &VisionInput) -> Result<Prepared, AdapterError> {
+        let root = self
+            .config
+            .storage_root
+            .as_deref()
+            .ok_or_else(storage_root_unset)?;
+        let file = storage::read_submission_file(root, input).await?;
+        Ok(match file.kind {
+            storage::FileKind::Png | storage::FileKind::Jpeg => {
+                Prepared::Images(vec![file.bytes], "image")
+            }
+            storage::FileKind::Pdf => {
+                match pdf::prepare(root, &file, input, self.config.pdf_tools_path.as_deref())
+                    .await?
+                {
+                    pdf::Prepared::TextLayer(text) => Prepared::Text(text),
+                    pdf::Prepared::PageImages(pages) => Prepared::Images(pages, "pdf_page_images"),
+                    pdf::Prepared::Rasterised(pages) => Prepared::Images(pages, "pdf_rasterised"),
+                }
+            }
+        })
+    }
+}
+
+/// What vision sends to the model, or the text it needs no model for.
+enum Prepared {
+    Images(Vec<Vec<u8>>, &'static str),
+    Text(String),
+}
+
+fn storage_root_unset() -> AdapterError {
+    AdapterError::misconfigured(
+        "LEARNING_STORAGE_ROOT is not set, so image and PDF submissions cannot be read",
+    )
+}
+
+/// Ollama's model names: `name` means `name:latest`.
+fn with_tag(model: &str) -> String {
+    if model.contains(':') {
+        model.to_owned()
+    } else {
+        format!("{model}:latest")
     }
 }
 
@@ -93,31 +209,26 @@ const VISION_PROMPT: &str = "Transcribe this student's handwritten or typed work
 Keep the student's wording and structure; render formulas in LaTeX. Output only the transcription.";
 
 impl VisionAdapter for OllamaAdapter {
+    fn probe(&self) -> ProbeFuture<'_> {
+        Box::pin(async move {
+            self.probe_host()?;
+            self.probe_model(&self.config.vision_model).await
+        })
+    }
+
     fn extract<'a>(
         &'a self,
         input: &'a VisionInput,
         cancel: &'a CancellationToken,
     ) -> AdapterFuture<'a, VisionOutput> {
         Box::pin(async move {
-            let root = self.config.storage_root.as_deref().ok_or_else(|| {
-                AdapterError::permanent("LEARNING_STORAGE_ROOT is not configured")
-            })?;
-            let file = storage::read_submission_file(root, input).await?;
-            let (images, source) = match file.kind {
-                storage::FileKind::Png | storage::FileKind::Jpeg => (vec![file.bytes], "image"),
-                storage::FileKind::Pdf => {
-                    match pdf::prepare(root, &file, input, self.config.pdf_tools_path.as_deref())
-                        .await?
-                    {
-                        pdf::Prepared::TextLayer(text) => {
-                            return Ok(VisionOutput {
-                                text_md: text,
-                                raw_metadata: json!({"source": "pdf_text_layer"}),
-                            });
-                        }
-                        pdf::Prepared::PageImages(pages) => (pages, "pdf_page_images"),
-                        pdf::Prepared::Rasterised(pages) => (pages, "pdf_rasterised"),
-                    }
+            let (images, source) = match self.prepare(input).await? {
+                Prepared::Images(images, source) => (images, source),
+                Prepared::Text(text) => {
+                    return Ok(VisionOutput {
+                        text_md: text,
+                        raw_metadata: json!({"source": "pdf_text_layer"}),
+                    });
                 }
             };
             // One call per page: small vision models transcribe one image at a time best.
@@ -149,6 +260,10 @@ impl VisionAdapter for OllamaAdapter {
 }
 
 impl FeedbackAdapter for OllamaAdapter {
+    fn probe(&self) -> ProbeFuture<'_> {
+        Box::pin(self.probe_model(&self.config.feedback_model))
+    }
+
     fn feedback<'a>(
         &'a self,
         input: &'a FeedbackInput,

@@ -1,7 +1,11 @@
 //! PDFs, cheapest way first: page images the platform already rendered
 //! (`internal_metadata.page_keys`), else the PDF's own text layer (`pdftotext`, no
-//! model call at all), else pages rasterised with `pdftoppm` — both from
-//! poppler-utils, when on `PATH` — else a permanent error.
+//! model call at all), else pages rasterised with `pdftoppm`, both from
+//! poppler-utils.
+//!
+//! A tool missing from the host is the operator's problem, not the student's: it is
+//! a *misconfigured* error, so the job goes back to the queue unspent and the
+//! worker's breaker opens until the tool is there ([`missing_tools`] is the probe).
 
 use std::path::Path;
 use std::time::Duration;
@@ -58,23 +62,40 @@ pub async fn prepare(
     if let Some(text) = text_layer(&file.path, tools_path).await? {
         return Ok(Prepared::TextLayer(text));
     }
-    match rasterise(&file.path, tools_path).await? {
-        Some(pages) if !pages.is_empty() => Ok(Prepared::Rasterised(pages)),
-        Some(_) => Err(AdapterError::permanent("the PDF has no pages")),
-        None => Err(AdapterError::permanent(
-            "the PDF has no page images and no text layer, and pdftoppm is not installed",
-        )),
+    let pages = rasterise(&file.path, tools_path).await?;
+    if pages.is_empty() {
+        return Err(AdapterError::permanent("the PDF has no pages"));
     }
+    Ok(Prepared::Rasterised(pages))
 }
 
-/// The text layer, if `pdftotext` is installed and the PDF has one.
+/// The poppler tools that are not installed where the worker looks for them.
+pub fn missing_tools(tools_path: Option<&std::ffi::OsStr>) -> Vec<&'static str> {
+    TOOLS
+        .into_iter()
+        .filter(|tool| find_tool(tool, tools_path).is_none())
+        .collect()
+}
+
+const TOOLS: [&str; 2] = ["pdftotext", "pdftoppm"];
+
+fn required_tool(
+    program: &'static str,
+    tools_path: Option<&std::ffi::OsStr>,
+) -> Result<std::path::PathBuf, AdapterError> {
+    find_tool(program, tools_path).ok_or_else(|| {
+        AdapterError::misconfigured(format!(
+            "{program} is not installed on the worker's host; install poppler-utils"
+        ))
+    })
+}
+
+/// The text layer, if the PDF has one.
 async fn text_layer(
     path: &Path,
     tools_path: Option<&std::ffi::OsStr>,
 ) -> Result<Option<String>, AdapterError> {
-    let Some(pdftotext) = find_tool("pdftotext", tools_path) else {
-        return Ok(None);
-    };
+    let pdftotext = required_tool("pdftotext", tools_path)?;
     let output = run(&pdftotext, |command| {
         command
             .args(["-q", "-layout", "-l"])
@@ -91,16 +112,14 @@ async fn text_layer(
     Ok((letters >= MIN_TEXT_LETTERS).then_some(text))
 }
 
-/// PNG pages, or `None` when `pdftoppm` is not installed.
+/// The pages as PNG images.
 async fn rasterise(
     path: &Path,
     tools_path: Option<&std::ffi::OsStr>,
-) -> Result<Option<Vec<Vec<u8>>>, AdapterError> {
-    let Some(pdftoppm) = find_tool("pdftoppm", tools_path) else {
-        return Ok(None);
-    };
+) -> Result<Vec<Vec<u8>>, AdapterError> {
+    let pdftoppm = required_tool("pdftoppm", tools_path)?;
     let dir = tempfile::tempdir()
-        .map_err(|_| AdapterError::transient("cannot create a temporary directory"))?;
+        .map_err(|_| AdapterError::unavailable("cannot create a temporary directory"))?;
     let prefix = dir.path().join("page");
     let output = run(&pdftoppm, |command| {
         command
@@ -125,7 +144,7 @@ async fn rasterise(
                 .map_err(|_| AdapterError::transient("cannot read rendered pages"))?,
         );
     }
-    Ok(Some(pages))
+    Ok(pages)
 }
 
 /// Runs a poppler tool with a timeout; the child is killed if we stop waiting.
@@ -145,7 +164,10 @@ async fn run(
     configure(&mut command);
     match tokio::time::timeout(TOOL_TIMEOUT, command.output()).await {
         Ok(Ok(output)) => Ok(output),
-        Ok(Err(_)) => Err(AdapterError::transient("cannot run a PDF tool")),
+        Ok(Err(_)) => Err(AdapterError::misconfigured(format!(
+            "cannot run {}",
+            program.display()
+        ))),
         Err(_) => Err(AdapterError::permanent("a PDF tool took longer than 60 s")),
     }
 }

@@ -5,7 +5,8 @@
 //! the resolved path (symlinks followed) must still lie inside the storage root.
 //! The file must be at most 10 MiB, match the row's size and sha256, and its magic
 //! bytes must match the declared MIME type. Every violation is a permanent error:
-//! retrying cannot make a wrong file right.
+//! retrying cannot make a wrong file right. A storage root that is not there at
+//! all is the host's problem, not the file's: a misconfigured error.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -73,8 +74,11 @@ pub fn resolve(root: &Path, key: &str) -> Result<PathBuf, AdapterError> {
     if !plain {
         return Err(escapes());
     }
-    let root = std::fs::canonicalize(root)
-        .map_err(|_| AdapterError::permanent("storage root is not accessible"))?;
+    let root = std::fs::canonicalize(root).map_err(|_| {
+        AdapterError::misconfigured(
+            "LEARNING_STORAGE_ROOT is not accessible: mount the storage directory there",
+        )
+    })?;
     let resolved =
         std::fs::canonicalize(root.join(relative)).map_err(|error| match error.kind() {
             std::io::ErrorKind::NotFound => AdapterError::permanent("submission file not found"),

@@ -11,10 +11,9 @@ use lease::{Queue, QueueConfig};
 use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 use worker_core::adapter::{FeedbackAdapter, VisionAdapter};
-use worker_core::metrics::Metrics;
 use worker_core::pipeline::Pipeline;
 use worker_core::stub::{StubAdapter, parse_stub_failures};
-use worker_core::worker::{self, Mode, WorkerConfig};
+use worker_core::worker::{self, Mode, Observers, WorkerConfig};
 
 pub(crate) struct Setup {
     pub(crate) lease: Duration,
@@ -93,21 +92,30 @@ impl Setup {
     }
 
     /// Runs a worker in drain mode to the end; returns its metrics.
-    pub(crate) async fn drain(&self, db: &TestDb) -> Arc<Metrics> {
-        let metrics = Arc::new(Metrics::default());
+    pub(crate) async fn drain(&self, db: &TestDb) -> Arc<worker_core::metrics::Metrics> {
+        let (observers, result) = self.try_drain(db, Observers::default()).await;
+        result.unwrap();
+        observers.metrics
+    }
+
+    /// Runs a worker in drain mode, reporting to `observers`, until it ends.
+    pub(crate) async fn try_drain(
+        &self,
+        db: &TestDb,
+        observers: Observers,
+    ) -> (Observers, Result<(), worker_core::Error>) {
         let run = worker::run(
             self.pipeline(db),
             self.worker_config(),
             db.worker_config(),
-            Arc::clone(&metrics),
+            observers.clone(),
             Mode::Drain,
             CancellationToken::new(),
         );
-        tokio::time::timeout(Duration::from_secs(120), run)
+        let result = tokio::time::timeout(Duration::from_secs(120), run)
             .await
-            .expect("drain finishes")
-            .unwrap();
-        metrics
+            .expect("drain finishes");
+        (observers, result)
     }
 
     /// Starts a long-running worker; cancel the token to stop it.
@@ -118,18 +126,18 @@ impl Setup {
     /// Starts a long-running worker that connects with `database` (e.g. through a
     /// fault proxy).
     pub(crate) fn spawn_on(&self, database: tokio_postgres::Config) -> Running {
-        let metrics = Arc::new(Metrics::default());
+        let observers = Observers::default();
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(worker::run(
             self.pipeline_on(database.clone()),
             self.worker_config(),
             database,
-            Arc::clone(&metrics),
+            observers.clone(),
             Mode::Run,
             shutdown.clone(),
         ));
         Running {
-            metrics,
+            metrics: observers.metrics,
             shutdown,
             handle,
         }
@@ -137,9 +145,9 @@ impl Setup {
 }
 
 pub(crate) struct Running {
-    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<worker_core::metrics::Metrics>,
     pub(crate) shutdown: CancellationToken,
-    pub(crate) handle: tokio::task::JoinHandle<Result<(), lease::Error>>,
+    pub(crate) handle: tokio::task::JoinHandle<Result<(), worker_core::Error>>,
 }
 
 impl Running {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use fixtures::{SubmissionKind, SubmissionRow, TestDb};
-use worker_core::ollama::{OllamaAdapter, OllamaConfig};
+use worker_core::ollama::{BaseUrl, OllamaAdapter, OllamaConfig};
 
 use crate::harness::Setup;
 use fixtures::fake_ollama::{Answer, FEEDBACK_MODEL, FakeOllama, VISION_MODEL};
@@ -36,7 +36,7 @@ impl World {
     fn adapter(&self, pdf_tools_path: Option<&str>) -> Arc<OllamaAdapter> {
         Arc::new(
             OllamaAdapter::new(OllamaConfig {
-                base_url: self.ollama.base_url(),
+                base_url: BaseUrl::parse(&self.ollama.base_url()).unwrap(),
                 vision_model: VISION_MODEL.to_owned(),
                 feedback_model: FEEDBACK_MODEL.to_owned(),
                 vision_timeout: Duration::from_secs(5),
@@ -180,25 +180,28 @@ async fn a_text_is_sent_verbatim_without_vision() {
     );
 }
 
+/// The job as it waits in the queue, untouched: what a backend failure leaves.
+fn returned_unspent() -> State {
+    ("pending".to_owned(), None, "queued".to_owned(), 0)
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn server_trouble_is_retried_and_refusals_fail() {
-    let cases: [(&str, Answer, State); 6] = [
-        (
-            "slow",
-            Answer::Slow(Duration::from_secs(3)),
-            retried("feedback_retrying"),
-        ),
-        ("429", Answer::Status(429), retried("feedback_retrying")),
-        ("500", Answer::Status(500), retried("feedback_retrying")),
-        ("dropped", Answer::Drop, retried("feedback_retrying")),
+async fn server_trouble_costs_the_submission_nothing_and_refusals_fail_it() {
+    // (case, answer, expected end, feedback requests)
+    let cases: [(&str, Answer, State, usize); 6] = [
+        ("slow", Answer::Slow(Duration::from_secs(3)), completed(), 2),
+        ("429", Answer::Status(429), completed(), 2),
+        ("500", Answer::Status(500), completed(), 2),
+        ("dropped", Answer::Drop, completed(), 2),
         (
             "empty",
             Answer::Reply("   ".to_owned()),
             retried("feedback_retrying"),
+            1,
         ),
-        ("400", Answer::Status(400), failed("feedback_failed")),
+        ("400", Answer::Status(400), failed("feedback_failed"), 1),
     ];
-    for (name, answer, expected) in cases {
+    for (name, answer, expected, requests) in cases {
         let world = World::new().await;
         world.ollama.script(FEEDBACK_MODEL, &[answer]);
         let submission = world.submit(fixtures::submission()).await;
@@ -206,6 +209,11 @@ async fn server_trouble_is_retried_and_refusals_fail() {
         world.drain(None).await;
 
         assert_eq!(world.state(&submission).await, expected, "{name}");
+        assert_eq!(
+            world.ollama.requests(FEEDBACK_MODEL).len(),
+            requests,
+            "{name}"
+        );
         let row = world
             .client
             .query_one(
@@ -220,6 +228,109 @@ async fn server_trouble_is_retried_and_refusals_fail() {
             "{name}: short, no reply text: {message}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_input_that_always_breaks_a_healthy_server_pays_after_three_strikes() {
+    let world = World::new().await;
+    world
+        .ollama
+        .script(FEEDBACK_MODEL, &vec![Answer::Status(500); 5]);
+    let submission = world.submit(fixtures::submission()).await;
+
+    world.drain(None).await;
+
+    // Three returns with the server probing healthy, then the fourth failure is
+    // charged as a transient one (retry in 10 s, which drain does not wait for).
+    assert_eq!(world.state(&submission).await, retried("feedback_retrying"));
+    assert_eq!(world.ollama.requests(FEEDBACK_MODEL).len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_model_server_away_for_most_of_a_drain_fails_no_submission() {
+    let world = World::new().await;
+    let mut submissions = Vec::new();
+    for index in 0..200 {
+        let new = if index % 4 == 0 {
+            fixtures::submission().image()
+        } else {
+            fixtures::submission()
+        };
+        submissions.push(world.submit(new).await);
+    }
+    let adapter = world.adapter(None);
+    let mut setup = Setup::new();
+    setup.vision = Some(adapter.clone());
+    setup.feedback = Some(adapter);
+    let observers = worker_core::worker::Observers::default();
+    let readiness = std::sync::Arc::clone(&observers.readiness);
+    world.ollama.stop();
+
+    let drain = setup.try_drain(&world.db, observers);
+    let outage = async {
+        // Down until the breaker has opened and probed with backoff a few times.
+        let opened = std::time::Instant::now();
+        while readiness.backend().is_none() {
+            assert!(
+                opened.elapsed() < Duration::from_secs(60),
+                "the breaker never opened"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let cause = readiness.backend().unwrap();
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        world.ollama.resume().await;
+        cause
+    };
+    let ((observers, drained), cause) = tokio::join!(drain, outage);
+
+    drained.unwrap();
+    assert_eq!(
+        cause.class,
+        worker_core::adapter::ErrorClass::Unavailable,
+        "{cause:?}"
+    );
+    assert!(readiness.backend().is_none(), "the breaker closed again");
+    let states = world
+        .client
+        .query_one(
+            "select count(*) filter (where analysis_status = 'completed'), \
+                    count(*) filter (where analysis_status = 'failed'), \
+                    count(*) filter (where vision_last_error is not null or feedback_last_error is not null) \
+             from learning_submissions",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (completed, failed, charged): (i64, i64, i64) =
+        (states.get(0), states.get(1), states.get(2));
+    assert_eq!((completed, failed, charged), (200, 0, 0));
+    assert_eq!(observers.metrics.processed_count("completed"), 200);
+    assert_eq!(observers.metrics.processed_count("retried"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_model_stops_the_drain_and_returns_the_job_unspent() {
+    let world = World::new().await;
+    world.ollama.set_models(&[VISION_MODEL]);
+    let submission = world.submit(fixtures::submission()).await;
+    let adapter = world.adapter(None);
+    let mut setup = Setup::new();
+    setup.vision = Some(adapter.clone());
+    setup.feedback = Some(adapter);
+
+    let (observers, drained) = setup.try_drain(&world.db, Default::default()).await;
+
+    let error = drained.unwrap_err().to_string();
+    assert!(
+        error.contains(&format!(
+            "model {FEEDBACK_MODEL} is not on the model server"
+        )),
+        "{error}"
+    );
+    assert_eq!(world.state(&submission).await, returned_unspent());
+    let reason = observers.readiness.not_ready().unwrap();
+    assert!(reason.starts_with("backend_misconfigured: "), "{reason}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -360,7 +471,7 @@ async fn a_pdf_with_a_text_layer_needs_no_model_for_vision() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_pdf_without_text_is_rasterised_or_fails_clearly() {
+async fn a_pdf_without_text_is_rasterised() {
     let world = World::new().await;
     let scan = || {
         fixtures::submission().file_content(
@@ -385,20 +496,26 @@ async fn a_pdf_without_text_is_rasterised_or_fails_clearly() {
         .decode(vision[0]["images"][0].as_str().unwrap())
         .unwrap();
     assert!(page.starts_with(b"\x89PNG"), "the page went as a PNG");
+}
 
-    let without_tools = world.submit(scan()).await;
-    world.drain(Some("/nonexistent")).await;
-    assert_eq!(world.state(&without_tools).await, failed("vision_failed"));
-    let message: String = world
-        .client
-        .query_one(
-            "select vision_last_error from learning_submissions where id = $1",
-            &[&without_tools.id],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert!(message.contains("pdftoppm is not installed"), "{message}");
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_pdf_tool_is_the_host_s_problem_not_the_student_s() {
+    let world = World::new().await;
+    let with_text = world.submit(fixtures::submission().pdf()).await;
+    let adapter = world.adapter(Some("/nonexistent"));
+    let mut setup = Setup::new();
+    setup.vision = Some(adapter.clone());
+    setup.feedback = Some(adapter);
+
+    let (_, drained) = setup.try_drain(&world.db, Default::default()).await;
+
+    let error = drained.unwrap_err().to_string();
+    assert!(
+        error.contains("pdftotext is not installed on the worker's host"),
+        "{error}"
+    );
+    assert_eq!(world.state(&with_text).await, returned_unspent());
+    assert!(world.ollama.requests(VISION_MODEL).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,0 +1,151 @@
+//! Why the database cannot serve the worker, named the way an operator fixes it.
+//!
+//! A bare "db error" sends an operator guessing; each [`DatabaseProblem`] has a
+//! stable code (for `/readyz` and logs), a sentence, the fix, and whether waiting
+//! can cure it. `drain` and `check` give up at once on a problem that waiting
+//! cannot cure (a wrong password stays wrong); `run` keeps retrying every problem,
+//! because an operator may mend it while the worker waits, and reports it as not
+//! ready meanwhile.
+//!
+//! Classification uses the SQLSTATE the server sent, or the error's source chain
+//! (an I/O error means the server is unreachable), never the message text.
+
+use std::error::Error as _;
+
+use tokio_postgres::error::SqlState;
+
+/// A database problem the worker cannot work around by itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum DatabaseProblem {
+    /// Wrong password, or a role the server does not let in (28P01, 28000).
+    AuthFailed,
+    /// The database in the DSN does not exist (3D000).
+    DatabaseMissing,
+    /// Tables, functions or the trigger the worker needs are missing (42P01, 42883, 3F000).
+    SchemaMissing,
+    /// The role lacks a privilege the worker needs (42501).
+    PermissionDenied,
+    /// The TLS handshake failed or the server refused TLS.
+    TlsFailed,
+    /// No answer: the server is down, restarting, full, or the network is cut.
+    Unreachable,
+}
+
+impl DatabaseProblem {
+    /// Classifies a failed connection or statement.
+    pub fn of_postgres(error: &tokio_postgres::Error) -> DatabaseProblem {
+        if let Some(code) = error.code() {
+            return DatabaseProblem::of_sql_state(code);
+        }
+        let mut source = error.source();
+        while let Some(cause) = source {
+            if cause.is::<rustls::Error>() {
+                return DatabaseProblem::TlsFailed;
+            }
+            if let Some(io) = cause.downcast_ref::<std::io::Error>()
+                && let Some(inner) = io.get_ref()
+                && inner.is::<rustls::Error>()
+            {
+                return DatabaseProblem::TlsFailed;
+            }
+            source = cause.source();
+        }
+        DatabaseProblem::Unreachable
+    }
+
+    /// Classifies a queue error.
+    pub fn of_queue(error: &lease::Error) -> DatabaseProblem {
+        match error {
+            lease::Error::Postgres(error) => DatabaseProblem::of_postgres(error),
+            lease::Error::Pool(deadpool_postgres::PoolError::Backend(error)) => {
+                DatabaseProblem::of_postgres(error)
+            }
+            _ => DatabaseProblem::Unreachable,
+        }
+    }
+
+    fn of_sql_state(code: &SqlState) -> DatabaseProblem {
+        if *code == SqlState::INVALID_PASSWORD
+            || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+        {
+            DatabaseProblem::AuthFailed
+        } else if *code == SqlState::INVALID_CATALOG_NAME {
+            DatabaseProblem::DatabaseMissing
+        } else if *code == SqlState::UNDEFINED_TABLE
+            || *code == SqlState::UNDEFINED_FUNCTION
+            || *code == SqlState::INVALID_SCHEMA_NAME
+            || *code == SqlState::UNDEFINED_COLUMN
+        {
+            DatabaseProblem::SchemaMissing
+        } else if *code == SqlState::INSUFFICIENT_PRIVILEGE {
+            DatabaseProblem::PermissionDenied
+        } else {
+            DatabaseProblem::Unreachable
+        }
+    }
+
+    /// A stable code for `/readyz`, logs and scripts.
+    pub fn code(self) -> &'static str {
+        match self {
+            DatabaseProblem::AuthFailed => "db_auth_failed",
+            DatabaseProblem::DatabaseMissing => "db_not_found",
+            DatabaseProblem::SchemaMissing => "db_schema_missing",
+            DatabaseProblem::PermissionDenied => "db_permission_denied",
+            DatabaseProblem::TlsFailed => "db_tls_failed",
+            DatabaseProblem::Unreachable => "db_unreachable",
+        }
+    }
+
+    /// What is wrong, in a sentence.
+    pub fn describe(self) -> &'static str {
+        match self {
+            DatabaseProblem::AuthFailed => {
+                "the database refused the worker's user name or password"
+            }
+            DatabaseProblem::DatabaseMissing => "the database named in the DSN does not exist",
+            DatabaseProblem::SchemaMissing => {
+                "the worker's tables or functions are missing or outdated"
+            }
+            DatabaseProblem::PermissionDenied => "the worker's role lacks a privilege it needs",
+            DatabaseProblem::TlsFailed => "the TLS connection to the database failed",
+            DatabaseProblem::Unreachable => "the database does not answer",
+        }
+    }
+
+    /// How to fix it.
+    pub fn fix(self) -> &'static str {
+        match self {
+            DatabaseProblem::AuthFailed => {
+                "check the user and password in LEARNING_DATABASE_URL (or its _FILE); the role needs LOGIN and a password (docs/operations.md, \"Running without Docker\")"
+            }
+            DatabaseProblem::DatabaseMissing => {
+                "check the database name at the end of LEARNING_DATABASE_URL"
+            }
+            DatabaseProblem::SchemaMissing => {
+                "apply the schema as the database owner: psql \"$OWNER_DSN\" -v ON_ERROR_STOP=1 -f crates/worker-core/src/schema.sql (docs/operations.md, \"Running without Docker\")"
+            }
+            DatabaseProblem::PermissionDenied => {
+                "connect as gustav_worker, whose grants the schema script sets; re-apply the schema if they were changed"
+            }
+            DatabaseProblem::TlsFailed => {
+                "check sslmode, sslrootcert and the host name in LEARNING_DATABASE_URL against the server's certificate"
+            }
+            DatabaseProblem::Unreachable => {
+                "check the host and port in LEARNING_DATABASE_URL, and that PostgreSQL is running and reachable"
+            }
+        }
+    }
+
+    /// Whether waiting can cure it (the server comes back); otherwise an operator
+    /// must act.
+    pub fn may_pass(self) -> bool {
+        self == DatabaseProblem::Unreachable
+    }
+}
+
+impl std::fmt::Display for DatabaseProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.describe(), self.code())
+    }
+}
