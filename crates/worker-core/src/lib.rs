@@ -8,6 +8,9 @@
 //!   [`ollama`] the real one (`AI_BACKEND=local`).
 //! - [`pipeline`]: one job's life, step by step, every write fenced by its lease.
 //! - [`worker`]: the loop — concurrency, heartbeats, wake-ups, shutdown, drain.
+//! - [`readiness`]: the circuit breaker that keeps an outage of the model backend
+//!   from failing students' work, and the database's state; [`database`]: database
+//!   problems named with their fix.
 //! - [`metrics`]: counters for `/metrics`; [`health`]: `/healthz`, `/readyz`, `/metrics`.
 //!
 //! # The lease lifecycle, from the worker's side

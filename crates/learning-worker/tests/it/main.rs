@@ -327,6 +327,16 @@ async fn sigterm_returns_unfinished_jobs_and_exits_0() {
     assert_eq!(row.get::<_, i32>(2), 0);
 }
 
+/// A loopback address with a port nobody listens on, for `WORKER_HEALTH_ADDR`.
+fn free_loopback_addr() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
 fn http_get(addr: &str, path: &str) -> (u16, String) {
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     write!(stream, "GET {path} HTTP/1.1\r\nhost: test\r\n\r\n").unwrap();
@@ -352,12 +362,7 @@ async fn health_endpoints_and_metrics_match_what_happened() {
         .insert_with_job(&client)
         .await
         .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = free_loopback_addr();
     world
         .set("WORKER_HEALTH_ADDR", &addr)
         .set("AI_STUB_FAIL", "vision:transient:1");
@@ -617,12 +622,7 @@ async fn operator_mistakes_are_named_with_their_fix_and_drain_gives_up_at_once()
 #[tokio::test(flavor = "multi_thread")]
 async fn a_running_worker_with_a_wrong_password_stays_unready_and_says_why() {
     let mut world = World::new().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = free_loopback_addr();
     let wrong_password = world.db.url_as("gustav_worker", "not-the-password");
     world
         .set("WORKER_HEALTH_ADDR", &addr)

@@ -59,12 +59,17 @@ impl World {
         submission
     }
 
-    async fn drain(&self, pdf_tools_path: Option<&str>) {
+    /// A worker set-up whose both adapters are the Ollama backend.
+    fn setup(&self, pdf_tools_path: Option<&str>) -> Setup {
         let adapter = self.adapter(pdf_tools_path);
         let mut setup = Setup::new();
         setup.vision = Some(adapter.clone());
         setup.feedback = Some(adapter);
-        setup.drain(&self.db).await;
+        setup
+    }
+
+    async fn drain(&self, pdf_tools_path: Option<&str>) {
+        self.setup(pdf_tools_path).drain(&self.db).await;
     }
 
     /// (analysis_status, error_code, job status or "none", job retry_count)
@@ -258,10 +263,7 @@ async fn the_model_server_away_for_most_of_a_drain_fails_no_submission() {
         };
         submissions.push(world.submit(new).await);
     }
-    let adapter = world.adapter(None);
-    let mut setup = Setup::new();
-    setup.vision = Some(adapter.clone());
-    setup.feedback = Some(adapter);
+    let setup = world.setup(None);
     let observers = worker_core::worker::Observers::default();
     let readiness = std::sync::Arc::clone(&observers.readiness);
     world.ollama.stop();
@@ -314,10 +316,7 @@ async fn a_missing_model_stops_the_drain_and_returns_the_job_unspent() {
     let world = World::new().await;
     world.ollama.set_models(&[VISION_MODEL]);
     let submission = world.submit(fixtures::submission()).await;
-    let adapter = world.adapter(None);
-    let mut setup = Setup::new();
-    setup.vision = Some(adapter.clone());
-    setup.feedback = Some(adapter);
+    let setup = world.setup(None);
 
     let (observers, drained) = setup.try_drain(&world.db, Default::default()).await;
 
@@ -502,10 +501,7 @@ async fn a_pdf_without_text_is_rasterised() {
 async fn a_missing_pdf_tool_is_the_host_s_problem_not_the_student_s() {
     let world = World::new().await;
     let with_text = world.submit(fixtures::submission().pdf()).await;
-    let adapter = world.adapter(Some("/nonexistent"));
-    let mut setup = Setup::new();
-    setup.vision = Some(adapter.clone());
-    setup.feedback = Some(adapter);
+    let setup = world.setup(Some("/nonexistent"));
 
     let (_, drained) = setup.try_drain(&world.db, Default::default()).await;
 
