@@ -23,7 +23,7 @@ pub(crate) async fn run(
     let mut failed = false;
     match pool.get().await {
         Err(error) => {
-            let problem = DatabaseProblem::of_queue(&lease::Error::Pool(error));
+            let problem = DatabaseProblem::of_pool(&error);
             let _ = writeln!(out, "FAIL  connect via {}: {problem}", config.variable);
             problems.insert(problem);
         }

@@ -217,7 +217,7 @@ async fn current_role(pool: &Pool) -> Result<RoleInfo, DatabaseProblem> {
     let client = pool
         .get()
         .await
-        .map_err(|error| DatabaseProblem::of_queue(&lease::Error::Pool(error)))?;
+        .map_err(|error| DatabaseProblem::of_pool(&error))?;
     worker_core::schema::role_info(&client)
         .await
         .map_err(|error| DatabaseProblem::of_postgres(&error))

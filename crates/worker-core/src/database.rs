@@ -54,13 +54,19 @@ impl DatabaseProblem {
         DatabaseProblem::Unreachable
     }
 
+    /// Classifies a failure to get a connection from the pool.
+    pub fn of_pool(error: &deadpool_postgres::PoolError) -> DatabaseProblem {
+        match error {
+            deadpool_postgres::PoolError::Backend(error) => DatabaseProblem::of_postgres(error),
+            _ => DatabaseProblem::Unreachable,
+        }
+    }
+
     /// Classifies a queue error.
     pub fn of_queue(error: &lease::Error) -> DatabaseProblem {
         match error {
             lease::Error::Postgres(error) => DatabaseProblem::of_postgres(error),
-            lease::Error::Pool(deadpool_postgres::PoolError::Backend(error)) => {
-                DatabaseProblem::of_postgres(error)
-            }
+            lease::Error::Pool(error) => DatabaseProblem::of_pool(error),
             _ => DatabaseProblem::Unreachable,
         }
     }

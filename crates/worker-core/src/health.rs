@@ -96,7 +96,7 @@ async fn ready(state: &HealthState) -> Result<(), String> {
         .pool
         .get()
         .await
-        .map_err(|error| down(DatabaseProblem::of_queue(&lease::Error::Pool(error))))?;
+        .map_err(|error| down(DatabaseProblem::of_pool(&error)))?;
     let checks = crate::schema::check(&client)
         .await
         .map_err(|error| down(DatabaseProblem::of_postgres(&error)))?;
