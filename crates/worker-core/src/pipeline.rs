@@ -19,6 +19,8 @@
 //!
 //!   transient error, retries left ──► fenced: mark_retry + requeue with backoff
 //!   permanent / retries exhausted ──► fenced: update_failed + job failed
+//!   the backend's fault (outage, misconfiguration) ──► fenced release, retries
+//!                                        unspent; the worker's breaker opens
 //!   lease lost ──► stop, write nothing        shutdown ──► fenced release
 //! ```
 
