@@ -9,7 +9,7 @@
 //! - **unavailable** and **misconfigured** failures belong to the backend (the model
 //!   server is down, timing out or overloaded; a model, a key or a host tool is
 //!   missing): the job is returned to the queue unspent and the worker's circuit
-//!   breaker opens (see [`crate::breaker`]). No outage may fail a student's work.
+//!   breaker opens (see [`crate::readiness`]). No outage may fail a student's work.
 //!
 //! The message is short and never contains the submission's text, a prompt or a
 //! model reply, because it is stored in the database and logged.
