@@ -12,7 +12,7 @@
 //!   into `criteria.v2` ([`feedback`]); a reply that is not JSON still becomes
 //!   feedback (`parse_status: "model"`), an empty one is a transient error.
 //!
-//! Errors ([`http`]): the server's trouble (timeouts, connection failures, HTTP 429
+//! Errors (classified in the private `http` module): the server's trouble (timeouts, connection failures, HTTP 429
 //! and 5xx) makes the backend *unavailable*; 401/403, a missing model, a base URL
 //! that is not Ollama, a missing storage root or poppler tool make it
 //! *misconfigured*; a 400/413/422 for this input and bad input files are the
