@@ -113,6 +113,15 @@ pub enum ParseError {
     /// `key=value` syntax: a quoted value without its closing quote.
     #[error("a quoted value lacks its closing quote")]
     UnterminatedQuote,
+    /// `sslmode` is not one of libpq's modes.
+    #[error("sslmode must be disable, allow, prefer, require, verify-ca or verify-full")]
+    InvalidSslMode,
+    /// An `sslmode` libpq knows but this client cannot honour.
+    #[error("sslmode={mode} is not supported here; use prefer, require, verify-ca or verify-full")]
+    UnsupportedSslMode {
+        /// The mode, e.g. `allow`.
+        mode: &'static str,
+    },
     /// A control character (newline, NUL, …), which no real value contains and which
     /// would corrupt a pgpass file.
     #[error("the {field} contains a control character")]

@@ -48,6 +48,7 @@ mod error;
 mod parse;
 mod pgpass;
 mod secret;
+mod ssl_mode;
 #[cfg(test)]
 mod tests;
 
@@ -55,6 +56,7 @@ pub use environment::{Environment, Resolved, resolve};
 pub use error::{Error, ParseError};
 pub use pgpass::PgpassFile;
 pub use secret::Secret;
+pub use ssl_mode::SslMode;
 
 /// Parsed connection parameters of one PostgreSQL database.
 ///
@@ -185,6 +187,28 @@ impl Dsn {
         self.password.is_some()
     }
 
+    /// Whether the host is a unix-socket directory, over which libpq never uses TLS.
+    pub fn is_unix_socket(&self) -> bool {
+        self.host
+            .as_deref()
+            .is_some_and(|host| host.starts_with('/'))
+    }
+
+    /// The `sslmode`, or libpq's default `prefer` when the DSN names none.
+    pub fn ssl_mode(&self) -> SslMode {
+        self.parameter("sslmode")
+            .and_then(|value| SslMode::parse(value).ok())
+            .unwrap_or(SslMode::Prefer)
+    }
+
+    /// The value of a libpq parameter such as `sslrootcert`, if given.
+    pub fn parameter(&self, name: &str) -> Option<&str> {
+        self.parameters
+            .iter()
+            .find(|(parameter, _)| parameter.name == name)
+            .map(|(_, value)| value.as_str())
+    }
+
     /// JDBC-only parameters that were dropped because libpq has no equivalent
     /// (names only), so the caller can warn about them.
     pub fn ignored_parameters(&self) -> &[String] {
@@ -229,11 +253,28 @@ impl Dsn {
 #[cfg(feature = "tokio-postgres")]
 impl Dsn {
     /// Connection settings for a tokio-postgres client, password included (it stays
-    /// inside the client's memory). Parameters tokio-postgres has no setting for are
-    /// left out; `sslmode` other than `disable`/`prefer` is refused, since the
-    /// worker connects without TLS.
+    /// inside the client's memory).
+    ///
+    /// `sslmode` sets how much TLS the client insists on (`require`, `verify-ca` and
+    /// `verify-full` all insist; what is checked of the certificate is the TLS
+    /// connector's business, see the `pg-tls` crate), `sslrootcert` is left to that
+    /// connector, and a unix-socket host never uses TLS, as with libpq. Parameters
+    /// tokio-postgres has no setting for (`allow`, client certificates, …) are refused
+    /// rather than silently dropped.
     pub fn to_tokio_postgres(&self) -> Result<tokio_postgres::Config, ParseError> {
+        use tokio_postgres::config::SslMode as ClientSslMode;
         let mut config = tokio_postgres::Config::new();
+        config.ssl_mode(match self.ssl_mode() {
+            _ if self.is_unix_socket() => ClientSslMode::Disable,
+            SslMode::Disable => ClientSslMode::Disable,
+            SslMode::Prefer => ClientSslMode::Prefer,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => ClientSslMode::Require,
+            SslMode::Allow => {
+                return Err(ParseError::UnsupportedSslMode {
+                    mode: SslMode::Allow.as_str(),
+                });
+            }
+        });
         if let Some(host) = &self.host {
             if host.starts_with('/') {
                 config.host_path(host);
@@ -267,7 +308,7 @@ impl Dsn {
                         .map_err(|_| ParseError::unsupported("connect_timeout"))?;
                     config.connect_timeout(std::time::Duration::from_secs(seconds));
                 }
-                "sslmode" if value == "disable" || value == "prefer" => {}
+                "sslmode" | "sslrootcert" => {}
                 name => return Err(ParseError::unsupported(name)),
             }
         }

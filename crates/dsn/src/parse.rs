@@ -4,7 +4,7 @@
 
 use crate::error::{ParseError, displayable_name};
 use crate::secret::Secret;
-use crate::{Dsn, PARAMETERS, Parameter};
+use crate::{Dsn, PARAMETERS, Parameter, SslMode};
 
 /// No real connection string is longer; a huge value is a mistake or an attack.
 const MAX_LEN: usize = 16 * 1024;
@@ -191,6 +191,11 @@ impl Builder {
                     return Err(ParseError::DuplicateParameter {
                         name: displayable_name(parameter.name),
                     });
+                }
+                if parameter.name == "sslmode" {
+                    // libpq refuses an unknown mode too; a typo must not connect
+                    // with less protection than the operator asked for.
+                    SslMode::parse(&value)?;
                 }
                 self.parameters.push((*parameter, value));
                 Ok(())

@@ -2,7 +2,7 @@
 
 use proptest::prelude::*;
 
-use crate::{Dsn, Environment, Error, ParseError, resolve};
+use crate::{Dsn, Environment, Error, ParseError, SslMode, resolve};
 
 const DATABASE_URLS: &[&str] = &[
     "SESSION_DATABASE_URL",
@@ -116,11 +116,13 @@ fn malformed_inputs_name_the_problem() {
         },
     );
     check_error(
-        "postgres://h/db?sslmode=a&sslmode=b",
+        "postgres://h/db?sslmode=require&sslmode=disable",
         ParseError::DuplicateParameter {
             name: "`sslmode`".to_owned(),
         },
     );
+    check_error("postgres://h/db?sslmode=requir", ParseError::InvalidSslMode);
+    check_error("host=h sslmode=VERIFY-FULL", ParseError::InvalidSslMode);
     check_error("host=h password", ParseError::MissingEquals);
     check_error("host=h password='abc", ParseError::UnterminatedQuote);
     check_error(
@@ -131,6 +133,59 @@ fn malformed_inputs_name_the_problem() {
         &"x".repeat(20_000),
         ParseError::TooLong { limit: 16 * 1024 },
     );
+}
+
+#[test]
+fn ssl_mode_defaults_to_prefer_as_in_libpq() {
+    let mode = |text: &str| Dsn::parse(text).unwrap().ssl_mode();
+    assert_eq!(mode("postgres://h/db"), SslMode::Prefer);
+    assert_eq!(
+        mode("postgres://h/db?sslmode=verify-full"),
+        SslMode::VerifyFull
+    );
+    assert_eq!(mode("host=h sslmode=verify-ca"), SslMode::VerifyCa);
+    assert_eq!(mode("jdbc:postgresql://h/db?ssl=true"), SslMode::Require);
+    assert_eq!(
+        Dsn::parse("postgres://h/db?sslrootcert=/etc/ca.pem")
+            .unwrap()
+            .parameter("sslrootcert"),
+        Some("/etc/ca.pem")
+    );
+}
+
+#[cfg(feature = "tokio-postgres")]
+#[test]
+fn tokio_postgres_insists_on_tls_from_require_upwards_but_never_on_a_socket() {
+    use tokio_postgres::config::SslMode as Client;
+    let client_mode = |text: &str| {
+        Dsn::parse(text)
+            .unwrap()
+            .to_tokio_postgres()
+            .map(|config| config.get_ssl_mode())
+    };
+    assert_eq!(
+        client_mode("postgres://h/db?sslmode=disable"),
+        Ok(Client::Disable)
+    );
+    assert_eq!(client_mode("postgres://h/db"), Ok(Client::Prefer));
+    for mode in ["require", "verify-ca", "verify-full"] {
+        let dsn = format!("postgres://h/db?sslmode={mode}&sslrootcert=/ca.pem");
+        assert_eq!(client_mode(&dsn), Ok(Client::Require), "{mode}");
+    }
+    assert_eq!(
+        client_mode("host=/run/postgresql sslmode=require"),
+        Ok(Client::Disable)
+    );
+    let allow = Dsn::parse("postgres://h/db?sslmode=allow")
+        .unwrap()
+        .to_tokio_postgres()
+        .unwrap_err();
+    insta::assert_snapshot!(allow, @"sslmode=allow is not supported here; use prefer, require, verify-ca or verify-full");
+    let client_cert = Dsn::parse("postgres://h/db?sslcert=/c.pem")
+        .unwrap()
+        .to_tokio_postgres()
+        .unwrap_err();
+    insta::assert_snapshot!(client_cert, @"unsupported parameter `sslcert`");
 }
 
 #[test]
