@@ -51,6 +51,8 @@ pub(crate) enum Backend {
 pub(crate) struct Config {
     pub(crate) variable: &'static str,
     pub(crate) database: tokio_postgres::Config,
+    /// TLS as the DSN's `sslmode` and `sslrootcert` ask, for every connection.
+    pub(crate) tls: pg_tls::MakeTls,
     pub(crate) concurrency: usize,
     pub(crate) lease: Duration,
     pub(crate) max_retries: i32,
@@ -83,6 +85,8 @@ pub(crate) fn load(settings: &Settings, env: &Environment) -> Result<Config, Con
     let database = resolved
         .dsn
         .to_tokio_postgres()
+        .map_err(|reason| ConfigError(format!("{}: {reason}", resolved.variable)))?;
+    let tls = pg_tls::MakeTls::for_dsn(&resolved.dsn)
         .map_err(|reason| ConfigError(format!("{}: {reason}", resolved.variable)))?;
     let mut warnings = Vec::new();
     let cap = lenient(
@@ -199,6 +203,7 @@ pub(crate) fn load(settings: &Settings, env: &Environment) -> Result<Config, Con
     Ok(Config {
         variable: resolved.variable,
         database,
+        tls,
         concurrency,
         lease,
         max_retries,

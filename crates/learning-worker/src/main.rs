@@ -18,7 +18,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser as _;
 use deadpool_postgres::{Manager, Pool};
-use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 use worker_core::adapter::{FeedbackAdapter, VisionAdapter};
 use worker_core::database::DatabaseProblem;
@@ -78,7 +77,7 @@ impl From<anyhow::Error> for Failure {
 }
 
 async fn run(command: Command, config: Config) -> Result<ExitCode, Failure> {
-    let pool = Pool::builder(Manager::new(config.database.clone(), NoTls))
+    let pool = Pool::builder(Manager::new(config.database.clone(), config.tls.clone()))
         .max_size(config.concurrency + 2)
         .build()
         .context("cannot build the connection pool")?;
@@ -127,12 +126,13 @@ async fn run(command: Command, config: Config) -> Result<ExitCode, Failure> {
         lease: config.lease,
         poll_interval: config.poll_interval,
         shutdown_grace: config.shutdown_grace,
-        channel: "learning_submission_jobs".to_owned(),
     };
+    let listener = lease::Listener::spawn(config.database, config.tls, "learning_submission_jobs")
+        .context("the channel name is valid")?;
     worker::run(
         pipeline,
         settings,
-        config.database,
+        listener,
         observers,
         mode,
         shutdown.clone(),

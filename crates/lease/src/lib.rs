@@ -63,5 +63,5 @@ mod listener;
 mod queue;
 
 pub use error::Error;
-pub use listener::Listener;
+pub use listener::{Listener, ListenerTls};
 pub use queue::{Fence, LeasedJob, Queue, QueueConfig};

@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
-use tokio_postgres::{AsyncMessage, Config, NoTls};
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+use tokio_postgres::{AsyncMessage, Config, Socket};
 
 use crate::error::Error;
 use crate::queue::quote_identifier;
@@ -28,13 +29,18 @@ pub struct Listener {
 
 impl Listener {
     /// Starts listening on `channel` over its own connection (not from the pool,
-    /// which recycles connections and would drop the LISTEN).
-    pub fn spawn(config: Config, channel: &str) -> Result<Listener, Error> {
+    /// which recycles connections and would drop the LISTEN), made with `tls` as the
+    /// pool's are (`tokio_postgres::NoTls` for none).
+    pub fn spawn<T>(config: Config, tls: T, channel: &str) -> Result<Listener, Error>
+    where
+        T: ListenerTls,
+    {
         let listen = format!("listen {}", quote_identifier(channel, "channel")?);
         let wake = Arc::new(Notify::new());
         let connected = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(listen_forever(
             config,
+            tls,
             listen,
             Arc::clone(&wake),
             Arc::clone(&connected),
@@ -70,15 +76,43 @@ impl Drop for Listener {
     }
 }
 
-async fn listen_forever(
+/// A TLS connector the listener can carry into its background task and use for
+/// every reconnection: what `deadpool_postgres::Manager` asks of a pool's
+/// connector, so the pool's connector serves here too.
+pub trait ListenerTls:
+    MakeTlsConnect<
+        Socket,
+        Stream: Send + 'static,
+        TlsConnect: Send + TlsConnect<Socket, Future: Send>,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<T> ListenerTls for T where
+    T: MakeTlsConnect<
+            Socket,
+            Stream: Send + 'static,
+            TlsConnect: Send + TlsConnect<Socket, Future: Send>,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+async fn listen_forever<T: ListenerTls>(
     config: Config,
+    tls: T,
     listen: String,
     wake: Arc<Notify>,
     connected: Arc<AtomicBool>,
 ) {
     let mut backoff = RECONNECT_MIN;
     loop {
-        match listen_once(&config, &listen, &wake, &connected).await {
+        match listen_once(&config, &tls, &listen, &wake, &connected).await {
             Ok(()) => tracing::warn!("LISTEN connection closed; reconnecting"),
             Err(error) => tracing::warn!(error = %error, "LISTEN connection failed; reconnecting"),
         }
@@ -91,13 +125,14 @@ async fn listen_forever(
     }
 }
 
-async fn listen_once(
+async fn listen_once<T: ListenerTls>(
     config: &Config,
+    tls: &T,
     listen: &str,
     wake: &Notify,
     connected: &AtomicBool,
 ) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = config.connect(NoTls).await?;
+    let (client, mut connection) = config.connect(tls.clone()).await?;
     let (listening, mut messages) = tokio::sync::mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
         loop {

@@ -8,10 +8,10 @@
 //! ready meanwhile.
 //!
 //! Classification uses the SQLSTATE the server sent, or the error's source chain
-//! (an I/O error means the server is unreachable), never the message text.
+//! (a TLS failure as `pg_tls` names it; anything else means the server is
+//! unreachable), never the server's message text.
 
-use std::error::Error as _;
-
+use pg_tls::HandshakeFailure;
 use tokio_postgres::error::SqlState;
 
 /// A database problem the worker cannot work around by itself.
@@ -26,7 +26,14 @@ pub enum DatabaseProblem {
     SchemaMissing,
     /// The role lacks a privilege the worker needs (42501).
     PermissionDenied,
-    /// The TLS handshake failed or the server refused TLS.
+    /// `sslmode` requires TLS and the server does not offer it.
+    TlsRefused,
+    /// The server's certificate is not signed by a CA the worker trusts (or has
+    /// expired).
+    TlsUntrusted,
+    /// The server's certificate names another host than the DSN.
+    TlsWrongHost,
+    /// The TLS handshake failed for another reason (versions, ciphers).
     TlsFailed,
     /// No answer: the server is down, restarting, full, or the network is cut.
     Unreachable,
@@ -38,20 +45,13 @@ impl DatabaseProblem {
         if let Some(code) = error.code() {
             return DatabaseProblem::of_sql_state(code);
         }
-        let mut source = error.source();
-        while let Some(cause) = source {
-            if cause.is::<rustls::Error>() {
-                return DatabaseProblem::TlsFailed;
-            }
-            if let Some(io) = cause.downcast_ref::<std::io::Error>()
-                && let Some(inner) = io.get_ref()
-                && inner.is::<rustls::Error>()
-            {
-                return DatabaseProblem::TlsFailed;
-            }
-            source = cause.source();
+        match pg_tls::failure_of(error) {
+            Some(HandshakeFailure::Refused) => DatabaseProblem::TlsRefused,
+            Some(HandshakeFailure::Untrusted) => DatabaseProblem::TlsUntrusted,
+            Some(HandshakeFailure::WrongHost) => DatabaseProblem::TlsWrongHost,
+            Some(_) => DatabaseProblem::TlsFailed,
+            None => DatabaseProblem::Unreachable,
         }
-        DatabaseProblem::Unreachable
     }
 
     /// Classifies a failure to get a connection from the pool.
@@ -98,6 +98,9 @@ impl DatabaseProblem {
             DatabaseProblem::DatabaseMissing => "db_not_found",
             DatabaseProblem::SchemaMissing => "db_schema_missing",
             DatabaseProblem::PermissionDenied => "db_permission_denied",
+            DatabaseProblem::TlsRefused => "db_tls_refused",
+            DatabaseProblem::TlsUntrusted => "db_tls_untrusted",
+            DatabaseProblem::TlsWrongHost => "db_tls_wrong_host",
             DatabaseProblem::TlsFailed => "db_tls_failed",
             DatabaseProblem::Unreachable => "db_unreachable",
         }
@@ -114,7 +117,16 @@ impl DatabaseProblem {
                 "the worker's tables or functions are missing or outdated"
             }
             DatabaseProblem::PermissionDenied => "the worker's role lacks a privilege it needs",
-            DatabaseProblem::TlsFailed => "the TLS connection to the database failed",
+            DatabaseProblem::TlsRefused => {
+                "the database does not accept TLS, and sslmode requires it"
+            }
+            DatabaseProblem::TlsUntrusted => {
+                "the database's certificate is not signed by a trusted CA, or has expired"
+            }
+            DatabaseProblem::TlsWrongHost => {
+                "the database's certificate is issued for another host name than the DSN's"
+            }
+            DatabaseProblem::TlsFailed => "the TLS handshake with the database failed",
             DatabaseProblem::Unreachable => "the database does not answer",
         }
     }
@@ -134,8 +146,17 @@ impl DatabaseProblem {
             DatabaseProblem::PermissionDenied => {
                 "connect as gustav_worker, whose grants the schema script sets; re-apply the schema if they were changed"
             }
+            DatabaseProblem::TlsRefused => {
+                "enable ssl on the server, or lower sslmode in LEARNING_DATABASE_URL if the network is private"
+            }
+            DatabaseProblem::TlsUntrusted => {
+                "point sslrootcert in LEARNING_DATABASE_URL at the CA certificate (PEM) that signed the server's certificate, or renew an expired one"
+            }
+            DatabaseProblem::TlsWrongHost => {
+                "connect by the host name the certificate names (its subjectAltName), or use sslmode=verify-ca"
+            }
             DatabaseProblem::TlsFailed => {
-                "check sslmode, sslrootcert and the host name in LEARNING_DATABASE_URL against the server's certificate"
+                "check the server's ssl settings (TLS 1.2 or newer) and the worker log for the handshake error"
             }
             DatabaseProblem::Unreachable => {
                 "check the host and port in LEARNING_DATABASE_URL, and that PostgreSQL is running and reachable"

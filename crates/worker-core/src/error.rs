@@ -14,7 +14,4 @@ pub enum Error {
     /// a missing host tool); leased jobs were returned unspent.
     #[error("the model backend is misconfigured: {0}")]
     Backend(String),
-    /// The LISTEN connection could not be set up.
-    #[error("cannot listen for job notifications")]
-    Listen(#[source] lease::Error),
 }

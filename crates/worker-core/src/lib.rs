@@ -51,7 +51,7 @@
 //! # Example
 //!
 //! ```no_run
-//! # async fn example(pool: deadpool_postgres::Pool, listen: tokio_postgres::Config) -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn example(pool: deadpool_postgres::Pool, database: tokio_postgres::Config) -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
 //! use std::time::Duration;
 //! use worker_core::{pipeline::Pipeline, stub::StubAdapter, worker};
@@ -70,11 +70,12 @@
 //!     lease: Duration::from_secs(45),
 //!     poll_interval: Duration::from_millis(500),
 //!     shutdown_grace: Duration::from_secs(30),
-//!     channel: "learning_submission_jobs".to_owned(),
 //! };
+//! // Wake-ups when jobs are inserted, on a connection of its own (TLS as the pool's).
+//! let listener = lease::Listener::spawn(database, tokio_postgres::NoTls, "learning_submission_jobs")?;
 //! let shutdown = tokio_util::sync::CancellationToken::new();
 //! let observers = worker::Observers::default();
-//! worker::run(pipeline, settings, listen, observers, worker::Mode::Drain, shutdown).await?;
+//! worker::run(pipeline, settings, listener, observers, worker::Mode::Drain, shutdown).await?;
 //! # Ok(())
 //! # }
 //! ```

@@ -77,8 +77,6 @@ pub struct WorkerConfig {
     pub poll_interval: Duration,
     /// How long running jobs may finish after shutdown starts.
     pub shutdown_grace: Duration,
-    /// The channel the insert trigger notifies.
-    pub channel: String,
 }
 
 struct InFlight {
@@ -98,11 +96,12 @@ pub struct Observers {
     pub readiness: Arc<Readiness>,
 }
 
-/// Runs the worker until `shutdown` fires (or, in drain mode, the queue is empty).
+/// Runs the worker until `shutdown` fires (or, in drain mode, the queue is empty),
+/// woken early by `listener` when jobs arrive.
 pub async fn run(
     pipeline: Arc<Pipeline>,
     config: WorkerConfig,
-    listener_config: tokio_postgres::Config,
+    listener: Listener,
     observers: Observers,
     mode: Mode,
     shutdown: CancellationToken,
@@ -110,7 +109,6 @@ pub async fn run(
     let worker_id = Uuid::from_bytes(random_bytes());
     tracing::info!(worker_id = %worker_id, concurrency = config.concurrency, mode = ?mode, "worker started");
     let Observers { metrics, readiness } = observers;
-    let listener = Listener::spawn(listener_config, &config.channel).map_err(Error::Listen)?;
     let mut breaker = Breaker::new(readiness);
     let mut gave_up = None;
     let inflight: InFlightJobs = Arc::default();

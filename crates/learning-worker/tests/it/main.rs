@@ -23,7 +23,10 @@ struct World {
 
 impl World {
     async fn new() -> World {
-        let db = TestDb::new().await.unwrap();
+        World::on(TestDb::new().await.unwrap())
+    }
+
+    fn on(db: TestDb) -> World {
         let scratch = tempfile::tempdir().unwrap();
         let log = scratch.path().join("calls.log");
         let mut env = BTreeMap::new();
@@ -169,6 +172,28 @@ async fn configuration_errors_exit_2_with_one_line() {
                 ("OLLAMA_BASE_URL", "ollama:11434".to_owned()),
             ],
             "OLLAMA_BASE_URL: expected an http:// or https:// URL",
+        ),
+        (
+            vec![(
+                "LEARNING_DATABASE_URL",
+                "postgres://u:hunter2@h/db?sslmode=verify-ca".to_owned(),
+            )],
+            "LEARNING_DATABASE_URL: sslmode=verify-ca needs sslrootcert",
+        ),
+        (
+            vec![(
+                "LEARNING_DATABASE_URL",
+                "postgres://u:hunter2@h/db?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem"
+                    .to_owned(),
+            )],
+            "LEARNING_DATABASE_URL: sslrootcert: cannot read /nonexistent/ca.pem: No such file or directory",
+        ),
+        (
+            vec![(
+                "LEARNING_DATABASE_URL",
+                "postgres://u:hunter2@h/db?sslmode=verify_full".to_owned(),
+            )],
+            "sslmode must be disable, allow, prefer, require, verify-ca or verify-full",
         ),
     ];
     for (env, expected) in cases {
@@ -651,4 +676,112 @@ async fn a_running_worker_with_a_wrong_password_stays_unready_and_says_why() {
         "logged once per cause: {logs}"
     );
     assert!(exit.code().is_some(), "{logs}");
+}
+
+/// A DSN for `db` as `gustav_worker` on `host` (`localhost`, the name the test
+/// certificate carries, or `127.0.0.1`), with extra query parameters.
+fn tls_dsn(db: &TestDb, host: &str, query: &str) -> String {
+    let url = db.url_as("gustav_worker", db.server().worker_password());
+    let url = url.replacen(&format!("@{}:", fixtures::HOST), &format!("@{host}:"), 1);
+    format!("{url}?{query}")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_full_tls_carries_every_connection_and_each_tls_mistake_is_named() {
+    let ca = fixtures::TestCa::new().unwrap();
+    let stranger = fixtures::TestCa::new().unwrap();
+    let server = fixtures::Server::private_with_tls(&ca).unwrap();
+    let mut world = World::on(TestDb::on(server).await.unwrap());
+    let client = world.db.connect().await.unwrap();
+    fixtures::submission()
+        .insert_many_with_jobs(&client, 5)
+        .await
+        .unwrap();
+    let root = |ca: &fixtures::TestCa| format!("sslrootcert={}", ca.ca_cert().display());
+    let verified = tls_dsn(
+        &world.db,
+        fixtures::TLS_HOST,
+        &format!("sslmode=verify-full&{}", root(&ca)),
+    );
+
+    let mut check = world.command(&["check"]);
+    check.env("LEARNING_DATABASE_URL", &verified);
+    let (status, stdout, logs) = tokio::task::block_in_place(|| run_to_end(check));
+    assert_eq!(status, Some(0), "{stdout}{logs}");
+
+    // A running worker: its pool and its LISTEN connection are both encrypted.
+    world.set("LEARNING_DATABASE_URL", &verified);
+    let mut worker = world.spawn(&["run"]);
+    fixtures::eventually(
+        &client,
+        "select count(*) = 5 from learning_submissions where analysis_status = 'completed'",
+        "the worker completes the jobs over TLS",
+    )
+    .await;
+    fixtures::eventually(
+        &client,
+        "select count(*) > 0 from pg_stat_activity where usename = 'gustav_worker' and query ilike 'listen %'",
+        "the worker listens for notifications",
+    )
+    .await;
+    let plain: i64 = client
+        .query_one(
+            "select count(*) from pg_stat_activity join pg_stat_ssl using (pid) \
+             where usename = 'gustav_worker' and not ssl",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    signal(&worker, libc::SIGTERM);
+    let exit = tokio::task::block_in_place(|| worker.wait().unwrap());
+    assert_eq!(plain, 0, "every worker connection uses TLS");
+    assert_eq!(exit.code(), Some(0));
+
+    let refused = tls_dsn(
+        &TestDb::new().await.unwrap(),
+        fixtures::HOST,
+        "sslmode=require",
+    );
+    let cases = [
+        (
+            tls_dsn(
+                &world.db,
+                fixtures::HOST,
+                &format!("sslmode=verify-full&{}", root(&ca)),
+            ),
+            "db_tls_wrong_host",
+            "connect by the host name the certificate names",
+        ),
+        (
+            tls_dsn(
+                &world.db,
+                fixtures::TLS_HOST,
+                &format!("sslmode=verify-full&{}", root(&stranger)),
+            ),
+            "db_tls_untrusted",
+            "point sslrootcert in LEARNING_DATABASE_URL at the CA certificate",
+        ),
+        (refused, "db_tls_refused", "enable ssl on the server"),
+    ];
+    for (dsn, code, fix) in cases {
+        let mut check = world.command(&["check"]);
+        check.env("LEARNING_DATABASE_URL", &dsn);
+        let (status, stdout, _) = tokio::task::block_in_place(|| run_to_end(check));
+        assert_eq!(status, Some(1), "{stdout}");
+        assert!(
+            stdout.contains("FAIL  connect via LEARNING_DATABASE_URL: "),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains(&format!("fix ({code}): {fix}")),
+            "{code}: {stdout}"
+        );
+
+        let mut drain = world.command(&["drain"]);
+        drain.env("LEARNING_DATABASE_URL", &dsn);
+        let (status, _, logs) = tokio::task::block_in_place(|| run_to_end(drain));
+        assert_eq!(status, Some(1), "{code}: {logs}");
+        assert!(logs.contains(code) && logs.contains(fix), "{code}: {logs}");
+    }
 }

@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use fixtures::TestDb;
 use lease::Listener;
+use tokio_postgres::NoTls;
 
 /// Far longer than any test runs: a `true` from `wait` can only be a notification.
 const NEVER: Duration = Duration::from_secs(600);
@@ -22,7 +23,7 @@ async fn connected(listener: &Listener) {
 async fn an_insert_wakes_the_listener() {
     let db = TestDb::new().await.unwrap();
     let client = db.connect().await.unwrap();
-    let listener = Listener::spawn(db.worker_config(), "learning_submission_jobs").unwrap();
+    let listener = Listener::spawn(db.worker_config(), NoTls, "learning_submission_jobs").unwrap();
     connected(&listener).await;
     assert!(
         !listener.wait(Duration::from_millis(50)).await,
@@ -43,7 +44,7 @@ async fn the_listener_comes_back_after_a_restart() {
     let db = TestDb::on(fixtures::Server::private().unwrap())
         .await
         .unwrap();
-    let listener = Listener::spawn(db.worker_config(), "learning_submission_jobs").unwrap();
+    let listener = Listener::spawn(db.worker_config(), NoTls, "learning_submission_jobs").unwrap();
     connected(&listener).await;
 
     tokio::task::block_in_place(|| db.server().require_cluster().unwrap().restart()).unwrap();

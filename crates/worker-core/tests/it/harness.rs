@@ -87,7 +87,6 @@ impl Setup {
             lease: self.lease,
             poll_interval: self.poll_interval,
             shutdown_grace: self.shutdown_grace,
-            channel: "learning_submission_jobs".to_owned(),
         }
     }
 
@@ -107,7 +106,7 @@ impl Setup {
         let run = worker::run(
             self.pipeline(db),
             self.worker_config(),
-            db.worker_config(),
+            listener(db.worker_config()),
             observers.clone(),
             Mode::Drain,
             CancellationToken::new(),
@@ -131,7 +130,7 @@ impl Setup {
         let handle = tokio::spawn(worker::run(
             self.pipeline_on(database.clone()),
             self.worker_config(),
-            database,
+            listener(database),
             observers.clone(),
             Mode::Run,
             shutdown.clone(),
@@ -159,4 +158,9 @@ impl Running {
             .unwrap()
             .unwrap();
     }
+}
+
+/// The worker's LISTEN connection, as the binary opens it (without TLS here).
+fn listener(database: tokio_postgres::Config) -> lease::Listener {
+    lease::Listener::spawn(database, NoTls, "learning_submission_jobs").unwrap()
 }
