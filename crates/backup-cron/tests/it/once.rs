@@ -291,3 +291,44 @@ async fn everything_created_is_private_even_under_umask_000() {
         assert_eq!(mode, expected, "{name}: {mode:o}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_full_tls_reaches_pg_dump_and_a_wrong_host_or_ca_fails_the_run() {
+    let ca = fixtures::TestCa::new().unwrap();
+    let stranger = fixtures::TestCa::new().unwrap();
+    let server = fixtures::Server::private_with_tls(&ca).unwrap();
+    let mut world = World::on(fixtures::TestDb::on(server).await.unwrap()).await;
+    let url = world.db.url_as(&world.role, PASSWORD);
+    let on_host = |host: &str, ca: &fixtures::TestCa| {
+        let url = url.replacen(&format!("@{}:", fixtures::HOST), &format!("@{host}:"), 1);
+        format!(
+            "{url}?sslmode=verify-full&sslrootcert={}",
+            ca.ca_cert().display()
+        )
+    };
+
+    world.set("SESSION_DATABASE_URL", &on_host(fixtures::TLS_HOST, &ca));
+    let output = tokio::task::block_in_place(|| world.run(&["once"]));
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+
+    for (dsn, cause) in [
+        (on_host(fixtures::HOST, &ca), "does not match host name"),
+        (
+            on_host(fixtures::TLS_HOST, &stranger),
+            "certificate verify failed",
+        ),
+    ] {
+        world.set("SESSION_DATABASE_URL", &dsn);
+        let output = tokio::task::block_in_place(|| world.run(&["once"]));
+        let (stdout, stderr) = text(&output);
+        assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
+        let manifest = world.newest_manifest();
+        assert_eq!(manifest["status"], "failed");
+        // The manifest's closed code set has no TLS code: the log carries libpq's
+        // precise reason.
+        assert_eq!(manifest["error"]["code"], "pg_dump_failed", "{manifest}");
+        assert_eq!(manifest["error"]["step"], "supabase_db", "{manifest}");
+        assert!(stderr.contains(cause), "{cause}: {stderr}");
+    }
+}

@@ -22,7 +22,11 @@ pub(crate) struct World {
 impl World {
     /// A seeded database, storage files, and an environment that backs both up.
     pub(crate) async fn new() -> World {
-        let db = TestDb::new().await.unwrap();
+        World::on(TestDb::new().await.unwrap()).await
+    }
+
+    /// The same world on a database of the caller's (a TLS server's, say).
+    pub(crate) async fn on(db: TestDb) -> World {
         let role = db.create_backup_role(PASSWORD).await.unwrap();
         let client = db.connect().await.unwrap();
         let course = fixtures::course()
