@@ -559,6 +559,27 @@ async fn the_local_backend_talks_to_ollama() {
 
 /// Runs `args` to its end (at most a minute: a worker that waits forever on a
 /// mistake fails here instead of hanging the suite); exit code, stdout, stderr.
+/// `check` with `dsn` fails naming `code` and its `fix`, and `drain` gives up at once
+/// saying the same; returns check's output and drain's log.
+fn check_names_the_cause(world: &World, dsn: &str, code: &str, fix: &str) -> (String, String) {
+    let mut check = world.command(&["check"]);
+    check.env("LEARNING_DATABASE_URL", dsn);
+    let (status, stdout, _) = tokio::task::block_in_place(|| run_to_end(check));
+    assert_eq!(status, Some(1), "{stdout}");
+    assert!(stdout.contains(&format!("({code})")), "{code}: {stdout}");
+    assert!(
+        stdout.contains(&format!("fix ({code}): ")) && stdout.contains(fix),
+        "{code}: {stdout}"
+    );
+
+    let mut drain = world.command(&["drain"]);
+    drain.env("LEARNING_DATABASE_URL", dsn);
+    let (status, _, logs) = tokio::task::block_in_place(|| run_to_end(drain));
+    assert_eq!(status, Some(1), "{code}: {logs}");
+    assert!(logs.contains(code) && logs.contains(fix), "{code}: {logs}");
+    (stdout, logs)
+}
+
 fn run_to_end(mut command: Command) -> (Option<i32>, String, String) {
     let mut child = command
         .stdout(Stdio::piped())
@@ -621,21 +642,7 @@ async fn operator_mistakes_are_named_with_their_fix_and_drain_gives_up_at_once()
         (without_schema, "db_schema_missing", "schema.sql"),
     ];
     for (dsn, code, fix) in cases {
-        let mut check = world.command(&["check"]);
-        check.env("LEARNING_DATABASE_URL", &dsn);
-        let (status, stdout, _) = tokio::task::block_in_place(|| run_to_end(check));
-        assert_eq!(status, Some(1), "{stdout}");
-        assert!(stdout.contains(&format!("({code})")), "{code}: {stdout}");
-        assert!(
-            stdout.contains(&format!("fix ({code}): ")) && stdout.contains(fix),
-            "{code}: {stdout}"
-        );
-
-        let mut drain = world.command(&["drain"]);
-        drain.env("LEARNING_DATABASE_URL", &dsn);
-        let (status, _, logs) = tokio::task::block_in_place(|| run_to_end(drain));
-        assert_eq!(status, Some(1), "{code}: {logs}");
-        assert!(logs.contains(code) && logs.contains(fix), "{code}: {logs}");
+        let (_, logs) = check_names_the_cause(&world, &dsn, code, fix);
         assert!(!logs.contains("not-the-password"), "{logs}");
     }
     admin
@@ -765,23 +772,10 @@ async fn verify_full_tls_carries_every_connection_and_each_tls_mistake_is_named(
         (refused, "db_tls_refused", "enable ssl on the server"),
     ];
     for (dsn, code, fix) in cases {
-        let mut check = world.command(&["check"]);
-        check.env("LEARNING_DATABASE_URL", &dsn);
-        let (status, stdout, _) = tokio::task::block_in_place(|| run_to_end(check));
-        assert_eq!(status, Some(1), "{stdout}");
+        let (stdout, _) = check_names_the_cause(&world, &dsn, code, fix);
         assert!(
             stdout.contains("FAIL  connect via LEARNING_DATABASE_URL: "),
-            "{stdout}"
+            "the connection itself fails: {stdout}"
         );
-        assert!(
-            stdout.contains(&format!("fix ({code}): {fix}")),
-            "{code}: {stdout}"
-        );
-
-        let mut drain = world.command(&["drain"]);
-        drain.env("LEARNING_DATABASE_URL", &dsn);
-        let (status, _, logs) = tokio::task::block_in_place(|| run_to_end(drain));
-        assert_eq!(status, Some(1), "{code}: {logs}");
-        assert!(logs.contains(code) && logs.contains(fix), "{code}: {logs}");
     }
 }
