@@ -36,24 +36,24 @@ check failed; 2 configuration error (nothing was created); 3 another run holds t
     disable_help_subcommand = true,
     args_conflicts_with_subcommands = true
 )]
-pub(crate) struct Cli {
+pub struct Cli {
     /// What to do.
     #[command(subcommand)]
-    pub(crate) command: Option<Command>,
+    pub command: Option<Command>,
     /// Same as the `once` command.
     #[arg(long)]
-    pub(crate) once: bool,
+    pub once: bool,
     /// Settings of `--once`.
     #[command(flatten)]
-    pub(crate) common: Common,
+    pub common: Common,
     /// Settings of `--once`.
     #[command(flatten)]
-    pub(crate) backup: BackupSettings,
+    pub backup: BackupSettings,
 }
 
 /// The commands; each lists only the settings that apply to it.
 #[derive(Subcommand, Debug, Clone)]
-pub(crate) enum Command {
+pub enum Command {
     /// Run one backup now.
     ///
     /// Exit 0 ok, 1 failed (manifest written), 2 configuration error, 3 locked.
@@ -112,10 +112,10 @@ pub(crate) enum Command {
 
 /// Settings every command has: flag, else environment variable, else default.
 #[derive(Args, Debug, Clone)]
-pub(crate) struct Common {
+pub struct Common {
     /// Where backup directories are created (created if missing). Required.
     #[arg(long, value_name = "DIR", env = "BACKUP_DIR", hide_env_values = true)]
-    pub(crate) backup_dir: Option<String>,
+    pub backup_dir: Option<String>,
     /// Log format: text or json [default: text].
     #[arg(
         long,
@@ -123,12 +123,12 @@ pub(crate) struct Common {
         env = "LOG_FORMAT",
         hide_env_values = true
     )]
-    pub(crate) log_format: Option<String>,
+    pub log_format: Option<String>,
 }
 
 /// What a backup run does: flag, else environment variable, else default.
 #[derive(Args, Debug, Clone)]
-pub(crate) struct BackupSettings {
+pub struct BackupSettings {
     /// Optional storage directory, archived as storage_buckets.tar.gz.
     #[arg(
         long,
@@ -136,7 +136,7 @@ pub(crate) struct BackupSettings {
         env = "SUPABASE_STORAGE_ROOT",
         hide_env_values = true
     )]
-    pub(crate) storage_root: Option<String>,
+    pub storage_root: Option<String>,
     /// Backups older than this many days are deleted after a successful run [default: 7].
     #[arg(
         long,
@@ -144,7 +144,7 @@ pub(crate) struct BackupSettings {
         env = "RETENTION_DAYS",
         hide_env_values = true
     )]
-    pub(crate) retention_days: Option<String>,
+    pub retention_days: Option<String>,
     /// The newest N successful backups are never deleted [default: 1].
     #[arg(
         long,
@@ -152,7 +152,7 @@ pub(crate) struct BackupSettings {
         env = "BACKUP_KEEP_MIN",
         hide_env_values = true
     )]
-    pub(crate) keep_min: Option<String>,
+    pub keep_min: Option<String>,
     /// Hard wall-clock limit for each pg_dump, in seconds [default: 300].
     #[arg(
         long,
@@ -160,7 +160,7 @@ pub(crate) struct BackupSettings {
         env = "BACKUP_PG_TIMEOUT_SECONDS",
         hide_env_values = true
     )]
-    pub(crate) pg_timeout_seconds: Option<String>,
+    pub pg_timeout_seconds: Option<String>,
     /// gzip level 1-9 [default: 6].
     #[arg(
         long,
@@ -168,15 +168,15 @@ pub(crate) struct BackupSettings {
         env = "BACKUP_COMPRESSION_LEVEL",
         hide_env_values = true
     )]
-    pub(crate) compression_level: Option<String>,
+    pub compression_level: Option<String>,
     /// The pg_dump program [default: pg_dump on PATH].
     #[arg(long, value_name = "PATH", env = "PG_DUMP", hide_env_values = true)]
-    pub(crate) pg_dump: Option<String>,
+    pub pg_dump: Option<String>,
 }
 
 /// When `run` backs up.
 #[derive(Args, Debug, Clone)]
-pub(crate) struct Scheduling {
+pub struct Scheduling {
     /// Cron expression in UTC: 5 fields, or 6 with seconds first [default: "0 2 * * *"].
     #[arg(
         long,
@@ -184,5 +184,5 @@ pub(crate) struct Scheduling {
         env = "BACKUP_SCHEDULE",
         hide_env_values = true
     )]
-    pub(crate) schedule: Option<String>,
+    pub schedule: Option<String>,
 }

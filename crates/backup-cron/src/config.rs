@@ -7,57 +7,64 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use dsn::{Dsn, Environment, Resolved};
-use manifest::{BackupDir, RetentionPolicy, Schedule};
+use manifest::BackupDir;
 
+use crate::Error;
 use crate::cli::{BackupSettings, Common, Scheduling};
 use crate::logging::LogFormat;
+use crate::retention::RetentionPolicy;
+use crate::schedule::Schedule;
 
 /// The platform database's variables, in precedence order.
-pub(crate) const DATABASE_URLS: [&str; 3] = [
+pub const DATABASE_URLS: [&str; 3] = [
     "SESSION_DATABASE_URL",
     "BACKUP_DATABASE_URL",
     "DATABASE_URL",
 ];
 
-/// One line that says which variable is wrong and why.
-#[derive(Debug)]
-pub(crate) struct ConfigError(String);
-
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl From<dsn::Error> for ConfigError {
-    fn from(error: dsn::Error) -> ConfigError {
-        // dsn errors name the variable and never contain a secret.
-        ConfigError(error.to_string())
-    }
-}
-
 /// Everything one backup run needs.
-pub(crate) struct RunConfig {
-    pub(crate) backup_dir: BackupDir,
-    pub(crate) platform: Resolved,
-    pub(crate) keycloak: Option<Dsn>,
-    pub(crate) storage_root: Option<PathBuf>,
-    pub(crate) retention: RetentionPolicy,
-    pub(crate) pg_timeout: Duration,
-    pub(crate) compression_level: u32,
-    pub(crate) pg_dump: PathBuf,
+pub struct RunConfig {
+    /// `BACKUP_DIR` (exists and is writable).
+    pub backup_dir: BackupDir,
+    /// The platform database, with the variable it came from.
+    pub platform: Resolved,
+    /// `KC_DB_URL`, credentials filled in from `KC_DB_USERNAME`/`KC_DB_PASSWORD`.
+    pub keycloak: Option<Dsn>,
+    /// `SUPABASE_STORAGE_ROOT`; checked when the step runs, not here, so that a
+    /// missing directory is recorded in the manifest.
+    pub storage_root: Option<PathBuf>,
+    /// `RETENTION_DAYS` and `BACKUP_KEEP_MIN`.
+    pub retention: RetentionPolicy,
+    /// `BACKUP_PG_TIMEOUT_SECONDS`: the wall-clock limit of each `pg_dump`.
+    pub pg_timeout: Duration,
+    /// `BACKUP_COMPRESSION_LEVEL`, 1–9.
+    pub compression_level: u32,
+    /// `PG_DUMP`: the program.
+    pub pg_dump: PathBuf,
 }
 
-/// Validates everything, then creates `BACKUP_DIR` if missing (the only thing a
-/// valid configuration creates).
-pub(crate) fn run_config(
+/// Validates everything ([`resolve`]), then creates `BACKUP_DIR` if missing (the
+/// only thing a valid configuration creates) and checks that it is writable.
+pub fn run_config(
     common: &Common,
     settings: &BackupSettings,
     env: &Environment,
-) -> Result<RunConfig, ConfigError> {
+) -> Result<RunConfig, Error> {
+    let config = resolve(common, settings, env)?;
+    prepare_backup_dir(config.backup_dir.root())?;
+    Ok(config)
+}
+
+/// The configuration of a run from settings and environment, touching nothing
+/// (`*_FILE` secrets are read, nothing is written).
+pub fn resolve(
+    common: &Common,
+    settings: &BackupSettings,
+    env: &Environment,
+) -> Result<RunConfig, Error> {
     let backup_dir = required_path(common.backup_dir.as_deref(), "BACKUP_DIR")?;
     let platform = dsn::resolve(env, &DATABASE_URLS)?.ok_or_else(|| {
-        ConfigError(format!(
+        Error::Config(format!(
             "no database configured: set one of {}",
             DATABASE_URLS.join(", ")
         ))
@@ -98,7 +105,6 @@ pub(crate) fn run_config(
     )?;
     let pg_dump = PathBuf::from(non_empty(settings.pg_dump.as_deref()).unwrap_or("pg_dump"));
     let storage_root = non_empty(settings.storage_root.as_deref()).map(PathBuf::from);
-    prepare_backup_dir(&backup_dir)?;
     Ok(RunConfig {
         backup_dir: BackupDir::new(&backup_dir),
         platform,
@@ -112,10 +118,10 @@ pub(crate) fn run_config(
 }
 
 /// `BACKUP_DIR` for `verify` and `status`, which only read: it must exist.
-pub(crate) fn existing_backup_dir(common: &Common) -> Result<PathBuf, ConfigError> {
+pub fn existing_backup_dir(common: &Common) -> Result<PathBuf, Error> {
     let dir = required_path(common.backup_dir.as_deref(), "BACKUP_DIR")?;
     if !dir.is_dir() {
-        return Err(ConfigError(format!(
+        return Err(Error::Config(format!(
             "BACKUP_DIR: {} is not a directory",
             dir.display()
         )));
@@ -124,12 +130,12 @@ pub(crate) fn existing_backup_dir(common: &Common) -> Result<PathBuf, ConfigErro
 }
 
 /// `BACKUP_SCHEDULE`.
-pub(crate) fn schedule(settings: &Scheduling) -> Result<Schedule, ConfigError> {
+pub fn schedule(settings: &Scheduling) -> Result<Schedule, Error> {
     let expression = non_empty(settings.schedule.as_deref()).unwrap_or("0 2 * * *");
     let schedule = Schedule::parse(expression)
-        .map_err(|error| ConfigError(format!("BACKUP_SCHEDULE: {error}")))?;
+        .map_err(|error| Error::Config(format!("BACKUP_SCHEDULE: {error}")))?;
     if schedule.next_after(manifest::UtcTime::now()).is_none() {
-        return Err(ConfigError(format!(
+        return Err(Error::Config(format!(
             "BACKUP_SCHEDULE: {expression:?} never matches (within five years)"
         )));
     }
@@ -137,20 +143,20 @@ pub(crate) fn schedule(settings: &Scheduling) -> Result<Schedule, ConfigError> {
 }
 
 /// `LOG_FORMAT`.
-pub(crate) fn log_format(common: &Common) -> Result<LogFormat, ConfigError> {
+pub fn log_format(common: &Common) -> Result<LogFormat, Error> {
     match non_empty(common.log_format.as_deref()).unwrap_or("text") {
         "text" => Ok(LogFormat::Text),
         "json" => Ok(LogFormat::Json),
-        other => Err(ConfigError(format!(
+        other => Err(Error::Config(format!(
             "LOG_FORMAT: expected text or json, got {other:?}"
         ))),
     }
 }
 
 /// `26h`, `90m`, `2d`, `3600s`, `1d12h`, or plain seconds.
-pub(crate) fn duration(name: &str, text: &str) -> Result<Duration, ConfigError> {
+pub fn duration(name: &str, text: &str) -> Result<Duration, Error> {
     let invalid = || {
-        ConfigError(format!(
+        Error::Config(format!(
             "{name}: expected a duration like 26h, 90m, 2d or 3600s, got {text:?}"
         ))
     };
@@ -189,10 +195,10 @@ fn non_empty(value: Option<&str>) -> Option<&str> {
     value.map(str::trim).filter(|value| !value.is_empty())
 }
 
-fn required_path(value: Option<&str>, name: &str) -> Result<PathBuf, ConfigError> {
+fn required_path(value: Option<&str>, name: &str) -> Result<PathBuf, Error> {
     non_empty(value)
         .map(PathBuf::from)
-        .ok_or_else(|| ConfigError(format!("{name} is required")))
+        .ok_or_else(|| Error::Config(format!("{name} is required")))
 }
 
 fn number<T>(
@@ -200,7 +206,7 @@ fn number<T>(
     name: &str,
     default: T,
     range: std::ops::RangeInclusive<T>,
-) -> Result<T, ConfigError>
+) -> Result<T, Error>
 where
     T: FromStr + PartialOrd + std::fmt::Display + Copy,
 {
@@ -208,7 +214,7 @@ where
         return Ok(default);
     };
     let invalid = || {
-        ConfigError(format!(
+        Error::Config(format!(
             "{name}: expected a whole number from {} to {}, got {text:?}",
             range.start(),
             range.end()
@@ -222,9 +228,9 @@ where
 }
 
 /// Creates `BACKUP_DIR` if missing and checks that we may write into it.
-fn prepare_backup_dir(dir: &Path) -> Result<(), ConfigError> {
+fn prepare_backup_dir(dir: &Path) -> Result<(), Error> {
     let unwritable =
-        |reason: String| ConfigError(format!("BACKUP_DIR: {} {reason}", dir.display()));
+        |reason: String| Error::Config(format!("BACKUP_DIR: {} {reason}", dir.display()));
     if !dir.exists() {
         manifest::private::create_dir_all(dir)
             .map_err(|error| unwritable(format!("cannot be created: {error}")))?;

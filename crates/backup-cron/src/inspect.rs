@@ -1,26 +1,55 @@
-//! `verify` and `status`: read-only looks at backup directories, printed one line
-//! per item on stdout.
+//! `verify` and `status`: read-only looks at backup directories, as a [`Report`]
+//! of one line per item and a verdict, which the binary prints.
 
-use std::io::Write as _;
+use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use manifest::{BackupDir, Status, UtcTime};
 
-/// Prints one line per artifact (and per leftover); exit 0 only when all is good.
-pub(crate) fn verify(dir: &Path) -> ExitCode {
+/// What `verify` or `status` found: the lines to print, and whether all is good.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    /// One line per item, in order (with line breaks).
+    pub text: String,
+    /// Whether the verdict is good (exit 0).
+    pub good: bool,
+}
+
+impl Report {
+    fn failure(message: &str) -> Report {
+        Report {
+            text: format!("FAILED  {message}\n"),
+            good: false,
+        }
+    }
+
+    /// Prints the lines on stdout; the exit status of the verdict.
+    pub fn print(&self) -> ExitCode {
+        use std::io::Write as _;
+        let _ = std::io::stdout().lock().write_all(self.text.as_bytes());
+        if self.good {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// One line per artifact (and per leftover); good only when everything is.
+pub fn verify(dir: &Path) -> Report {
     let dir = match resolve_backup(dir) {
         Ok(dir) => dir,
-        Err(message) => return report_failure(&message),
+        Err(message) => return Report::failure(&message),
     };
     let verification = match manifest::verify(&dir) {
         Ok(verification) => verification,
         Err(error) => {
-            return report_failure(&format!("{error} (an interrupted run, or not a backup)"));
+            return Report::failure(&format!("{error} (an interrupted run, or not a backup)"));
         }
     };
-    let mut out = std::io::stdout().lock();
+    let mut out = String::new();
     let status = match verification.manifest.status {
         Status::Ok => "ok".to_owned(),
         Status::Failed => match &verification.manifest.error {
@@ -38,10 +67,9 @@ pub(crate) fn verify(dir: &Path) -> ExitCode {
     for leftover in &verification.leftovers {
         let _ = writeln!(out, "FAILED  {leftover}: leftover of an interrupted write");
     }
-    if verification.is_good() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
+    Report {
+        text: out,
+        good: verification.is_good(),
     }
 }
 
@@ -59,19 +87,19 @@ fn resolve_backup(dir: &Path) -> Result<std::path::PathBuf, String> {
     }
 }
 
-/// Prints the newest backup and the age of the newest `ok` one; healthy when
+/// The newest backup and the age of the newest `ok` one at `now`; healthy when
 /// that is younger than `max_age`, or, before any run was attempted, when a
 /// scheduler started less than `max_age` ago.
-pub(crate) fn status(backup_dir: &Path, max_age: Duration) -> ExitCode {
+pub fn status(backup_dir: &Path, max_age: Duration, now: UtcTime) -> Report {
     let backups = BackupDir::new(backup_dir);
     let listed = backups
         .list()
         .and_then(|dirs| Ok((dirs, backups.is_locked()?)));
     let (mut dirs, running) = match listed {
         Ok(listed) => listed,
-        Err(error) => return report_failure(&error.to_string()),
+        Err(error) => return Report::failure(&error.to_string()),
     };
-    let mut out = std::io::stdout().lock();
+    let mut out = String::new();
     // The newest directory without a manifest, while the lock is held, is the run
     // in progress: not an attempt that ended yet.
     if running && dirs.last().is_some_and(|dir| dir.status.is_none()) {
@@ -94,7 +122,6 @@ pub(crate) fn status(backup_dir: &Path, max_age: Duration) -> ExitCode {
             let _ = writeln!(out, "newest backup: none");
         }
     }
-    let now = UtcTime::now();
     let age_of = |time: UtcTime| {
         Duration::from_secs(u64::try_from(now.unix_seconds() - time.unix_seconds()).unwrap_or(0))
     };
@@ -143,16 +170,10 @@ pub(crate) fn status(backup_dir: &Path, max_age: Duration) -> ExitCode {
             }
         },
     };
-    if healthy {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
+    Report {
+        text: out,
+        good: healthy,
     }
-}
-
-fn report_failure(message: &str) -> ExitCode {
-    let _ = writeln!(std::io::stdout().lock(), "FAILED  {message}");
-    ExitCode::from(1)
 }
 
 fn human(duration: Duration) -> String {

@@ -10,7 +10,7 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// `LOG_FORMAT`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum LogFormat {
+pub enum LogFormat {
     /// Human-readable lines.
     Text,
     /// One JSON object per line.
@@ -19,7 +19,7 @@ pub(crate) enum LogFormat {
 
 /// Installs the global subscriber. An unparsable `RUST_LOG` falls back to `info`
 /// with a warning rather than failing a backup.
-pub(crate) fn init(format: LogFormat, env: &dsn::Environment) {
+pub fn init(format: LogFormat, env: &dsn::Environment) {
     let directives = env.var("RUST_LOG").ok().flatten().unwrap_or("info");
     let (filter, bad_filter) = match directives.parse::<Targets>() {
         Ok(filter) => (filter, false),

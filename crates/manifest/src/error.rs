@@ -39,15 +39,6 @@ pub enum Error {
         /// The lock file.
         path: PathBuf,
     },
-    /// Deleting an expired backup failed.
-    #[error("cannot delete expired backup {}", path.display())]
-    Delete {
-        /// The directory.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 impl Error {

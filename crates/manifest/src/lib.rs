@@ -1,6 +1,8 @@
-//! The on-disk format of a backup: `manifest.json`, the directory layout around it,
-//! and the rules that read it (verify, status, retention), plus the UTC time
-//! arithmetic they share with the backup schedule ([`Schedule`]).
+//! The on-disk format of a backup: `manifest.json`, the directory layout around it
+//! (stamp directories, the run lock, the scheduler's start record) and `verify`,
+//! which reads it back, plus the UTC time arithmetic of stamps and RFC 3339.
+//! What a run *does* with the directory (when to run, what to delete) is
+//! `backup-cron`'s: its schedule and retention modules.
 //!
 //! A backup run writes one directory `BACKUP_DIR/<stamp>/` (UTC
 //! `YYYY-MM-DD_HHMMSS`, `-2`, `-3`… on collision) holding its artifacts and, written
@@ -40,8 +42,6 @@ mod error;
 mod layout;
 pub mod private;
 mod redact;
-mod retention;
-mod schedule;
 #[cfg(test)]
 mod tests;
 mod time;
@@ -56,8 +56,6 @@ pub use code::ErrorCode;
 pub use error::Error;
 pub use layout::{BackupDir, LOCK_FILE, RunLock, SCHEDULER_FILE, StampDir};
 pub use redact::redact;
-pub use retention::{RetentionPolicy, plan_retention};
-pub use schedule::{Schedule, ScheduleError};
 pub use time::UtcTime;
 pub use verify::{ArtifactCheck, Problem, Verification, verify};
 

@@ -7,7 +7,7 @@
 //! Hand-written because the cron crates pull in a date library and macro stacks for
 //! what is a page of code.
 
-use crate::UtcTime;
+use manifest::UtcTime;
 
 /// A parsed cron expression.
 #[derive(Clone, Debug, PartialEq, Eq)]

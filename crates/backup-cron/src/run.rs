@@ -1,18 +1,19 @@
-//! Wiring one backup run and the scheduler: lock, stamp directory, the steps, the
-//! manifest, retention. Each step's work lives in `dump-runner`; the rules of the
-//! directory in `manifest`.
+//! One backup run and the scheduler: lock, stamp directory, the steps, the
+//! manifest, retention. Each step's work lives in `dump-runner`; the on-disk
+//! layout in `manifest`.
 
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use dump_runner::{ArchiveJob, Cancellation, DumpJob};
-use manifest::{Artifact, ArtifactName, ErrorCode, Manifest, Schedule, Source, Status, UtcTime};
+use manifest::{Artifact, ArtifactName, ErrorCode, Manifest, Source, Status, UtcTime};
 
 use crate::config::RunConfig;
+use crate::schedule::Schedule;
 
 /// How a run ended, for the exit status.
-pub(crate) enum RunOutcome {
+pub enum RunOutcome {
     /// Every step succeeded and the manifest says `ok`.
     Ok,
     /// A manifest with `status: failed` was written.
@@ -22,7 +23,8 @@ pub(crate) enum RunOutcome {
 }
 
 impl RunOutcome {
-    pub(crate) fn exit_code(&self) -> ExitCode {
+    /// 0, 1 or 3.
+    pub fn exit_code(&self) -> ExitCode {
         match self {
             RunOutcome::Ok => ExitCode::SUCCESS,
             RunOutcome::Failed => ExitCode::from(1),
@@ -32,7 +34,7 @@ impl RunOutcome {
 }
 
 /// A cancellation fired by the first SIGTERM or SIGINT.
-pub(crate) fn cancel_on_signals() -> Cancellation {
+pub fn cancel_on_signals() -> Cancellation {
     let cancellation = Cancellation::new();
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
@@ -54,7 +56,7 @@ pub(crate) fn cancel_on_signals() -> Cancellation {
 
 /// Runs a backup at every tick until cancelled. Runs never overlap: the next tick
 /// is computed after a run ends, so ticks missed during a long run are skipped.
-pub(crate) fn run_scheduler(
+pub fn run_scheduler(
     config: &RunConfig,
     schedule: &Schedule,
     tool: &str,
@@ -96,8 +98,10 @@ fn subsecond_now() -> Duration {
     Duration::from_nanos(u64::from(since_epoch.subsec_nanos()))
 }
 
-/// One run, as `shared/spec/backup-cron.md` "One run" describes it.
-pub(crate) fn run_once(config: &RunConfig, tool: &str, cancellation: &Cancellation) -> RunOutcome {
+/// One run: lock, stamp directory, every step best-effort (a step after a
+/// cancellation is recorded `interrupted`, not run), the manifest, and retention
+/// only when every step succeeded.
+pub fn run_once(config: &RunConfig, tool: &str, cancellation: &Cancellation) -> RunOutcome {
     let _lock = match config.backup_dir.lock() {
         Ok(lock) => lock,
         Err(manifest::Error::Locked { .. }) => {
@@ -186,10 +190,12 @@ pub(crate) fn run_once(config: &RunConfig, tool: &str, cancellation: &Cancellati
         return RunOutcome::Failed;
     }
     tracing::info!(dir = %run_name, duration_ms = manifest.duration_ms, "backup ok");
-    match config
-        .backup_dir
-        .apply_retention(UtcTime::now(), config.retention, &run_name)
-    {
+    match crate::retention::apply(
+        &config.backup_dir,
+        UtcTime::now(),
+        config.retention,
+        &run_name,
+    ) {
         Ok(deleted) if !deleted.is_empty() => {
             tracing::info!(deleted = ?deleted, "retention removed expired backups")
         }

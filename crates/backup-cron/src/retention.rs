@@ -1,14 +1,13 @@
 //! Which backups to delete after a successful run.
 //!
-//! The rule, from `shared/spec/backup-cron.md`: among stamp directories (see
-//! [`BackupDir::list`](crate::BackupDir::list)), delete those older than
+//! The rule: among stamp directories (see [`BackupDir::list`]), delete those older than
 //! `RETENTION_DAYS` by the time in their name (never mtime), except the newest
 //! `BACKUP_KEEP_MIN` successful ones and the run just written. Nothing else in
 //! `BACKUP_DIR` is ever considered.
 
-use crate::error::Error;
-use crate::layout::{BackupDir, StampDir};
-use crate::{Status, UtcTime};
+use manifest::{BackupDir, StampDir, Status, UtcTime};
+
+use crate::Error;
 
 /// `RETENTION_DAYS` and `BACKUP_KEEP_MIN`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,7 +20,7 @@ pub struct RetentionPolicy {
 
 /// The names of the directories to delete, oldest first. Pure: a function of the
 /// listing, the clock and the policy.
-pub fn plan_retention(
+pub fn plan(
     dirs: &[StampDir],
     now: UtcTime,
     policy: RetentionPolicy,
@@ -46,24 +45,21 @@ pub fn plan_retention(
     doomed.into_iter().map(|dir| dir.name.clone()).collect()
 }
 
-impl BackupDir {
-    /// Applies the policy; returns the names deleted.
-    pub fn apply_retention(
-        &self,
-        now: UtcTime,
-        policy: RetentionPolicy,
-        current: &str,
-    ) -> Result<Vec<String>, Error> {
-        let plan = plan_retention(&self.list()?, now, policy, current);
-        for name in &plan {
-            let path = self.root().join(name);
-            // Checked again right before deleting: only a real directory goes.
-            let still_a_dir =
-                std::fs::symlink_metadata(&path).is_ok_and(|metadata| metadata.is_dir());
-            if still_a_dir {
-                std::fs::remove_dir_all(&path).map_err(|source| Error::Delete { path, source })?;
-            }
+/// Applies the policy to `backups`; returns the names deleted.
+pub fn apply(
+    backups: &BackupDir,
+    now: UtcTime,
+    policy: RetentionPolicy,
+    current: &str,
+) -> Result<Vec<String>, Error> {
+    let plan = plan(&backups.list()?, now, policy, current);
+    for name in &plan {
+        let path = backups.root().join(name);
+        // Checked again right before deleting: only a real directory goes.
+        let still_a_dir = std::fs::symlink_metadata(&path).is_ok_and(|metadata| metadata.is_dir());
+        if still_a_dir {
+            std::fs::remove_dir_all(&path).map_err(|source| Error::Delete { path, source })?;
         }
-        Ok(plan)
     }
+    Ok(plan)
 }

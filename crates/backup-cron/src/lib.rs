@@ -1,0 +1,132 @@
+//! Scheduled logical backups of the platform's PostgreSQL databases and file
+//! storage: the library behind the `backup-cron` binary.
+//!
+//! One run ([`run::run_once`]) takes the run lock in `BACKUP_DIR`, creates a stamp
+//! directory, runs each step best-effort (`pg_dump` of the platform database, of
+//! the optional Keycloak database, a tar.gz of the storage directory, each through
+//! `dump-runner`), writes `manifest.json` last and atomically, and only when every
+//! step succeeded applies [`retention`]. [`run::run_scheduler`] repeats that at
+//! each tick of a cron [`schedule`]; [`inspect`] reads backups back for `verify`
+//! and `status`. [`config`] turns flags and environment into a validated
+//! [`config::RunConfig`] before anything is created, so a configuration error
+//! (exit 2) leaves no trace.
+//!
+//! Where things live: the on-disk format (manifest, stamp directories, the lock
+//! file) is the `manifest` crate's; when to run and what to delete are this
+//! crate's ([`schedule`], [`retention`]); passwords are `dsn`'s, and reach
+//! `pg_dump` only through its private pgpass file.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use clap::Parser as _;
+//!
+//! let cli = backup_cron::cli::Cli::parse_from(["backup-cron", "once"]);
+//! let env = dsn::Environment::from_pairs([
+//!     ("BACKUP_DIR", "/backups"),
+//!     ("DATABASE_URL_FILE", "/run/secrets/backup_dsn"),
+//! ]);
+//! let exit = backup_cron::execute(&cli, &env);
+//! # let _ = exit;
+//! ```
+//!
+//! Exit codes: 0 ok, 1 backup failed or check failed, 2 configuration error
+//! (nothing created), 3 another run holds the lock.
+
+pub mod cli;
+pub mod config;
+pub mod inspect;
+pub mod logging;
+pub mod retention;
+pub mod run;
+pub mod schedule;
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command};
+
+/// The tool name and version recorded in every manifest.
+pub const TOOL: &str = concat!("backup-cron ", env!("CARGO_PKG_VERSION"));
+
+/// What went wrong outside a backup step (those end up in the manifest instead).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A setting is invalid: one line naming the variable, never a secret's value.
+    /// Exit 2, before anything is created.
+    #[error("{0}")]
+    Config(String),
+    /// `BACKUP_DIR` could not be listed or locked.
+    #[error(transparent)]
+    Backups(#[from] manifest::Error),
+    /// Deleting an expired backup failed.
+    #[error("cannot delete expired backup {}", path.display())]
+    Delete {
+        /// The directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl From<dsn::Error> for Error {
+    fn from(error: dsn::Error) -> Error {
+        // dsn errors name the variable and never contain a secret.
+        Error::Config(error.to_string())
+    }
+}
+
+/// Runs the command `cli` names with `env`; `Err` is a configuration error.
+pub fn execute(cli: &Cli, env: &dsn::Environment) -> Result<ExitCode, Error> {
+    let once = || Command::Once {
+        common: cli.common.clone(),
+        backup: cli.backup.clone(),
+    };
+    let command = match (&cli.command, cli.once) {
+        (Some(command), _) => command.clone(),
+        (None, true) => once(),
+        (None, false) => {
+            eprintln!("{}", <Cli as clap::CommandFactory>::command().render_help());
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let (Command::Once { common, .. }
+    | Command::Run { common, .. }
+    | Command::Verify { common, .. }
+    | Command::Status { common, .. }) = &command;
+    logging::init(config::log_format(common)?, env);
+    match command {
+        Command::Once { common, backup } => {
+            let config = config::run_config(&common, &backup, env)?;
+            let cancellation = run::cancel_on_signals();
+            Ok(run::run_once(&config, TOOL, &cancellation).exit_code())
+        }
+        Command::Run {
+            common,
+            backup,
+            scheduling,
+        } => {
+            let schedule = config::schedule(&scheduling)?;
+            let config = config::run_config(&common, &backup, env)?;
+            let cancellation = run::cancel_on_signals();
+            run::run_scheduler(&config, &schedule, TOOL, &cancellation);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify { dir, common } => {
+            let dir = match dir {
+                Some(dir) => dir,
+                None => config::existing_backup_dir(&common)?,
+            };
+            Ok(inspect::verify(&dir).print())
+        }
+        Command::Status { max_age, common } => {
+            let max_age = config::duration("--max-age", &max_age)?;
+            let dir = config::existing_backup_dir(&common)?;
+            Ok(inspect::status(&dir, max_age, manifest::UtcTime::now()).print())
+        }
+    }
+}

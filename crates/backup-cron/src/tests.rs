@@ -1,0 +1,681 @@
+//! Unit tests, in-process: configuration resolution, durations, the cron schedule,
+//! retention, a run's gating (steps after a cancellation, retention after a failure)
+//! and the `status` verdict at an injected clock.
+
+use std::path::Path;
+
+use manifest::{
+    Artifact, ArtifactName, BackupDir, ErrorCode, Manifest, Source, StampDir, Status, UtcTime,
+};
+use proptest::prelude::*;
+
+use crate::retention::{self, RetentionPolicy};
+use crate::schedule::Schedule;
+
+mod retention_rules {
+    use super::*;
+
+    fn stamp_dir(days_ago: i64, sequence: u32, status: Option<Status>, now: UtcTime) -> StampDir {
+        let time = UtcTime::from_unix_seconds(now.unix_seconds() - days_ago * 86_400);
+        let name = if sequence == 1 {
+            time.stamp()
+        } else {
+            format!("{}-{sequence}", time.stamp())
+        };
+        StampDir {
+            name,
+            time,
+            sequence,
+            status,
+        }
+    }
+
+    fn status_strategy() -> impl Strategy<Value = Option<Status>> {
+        prop_oneof![
+            Just(Some(Status::Ok)),
+            Just(Some(Status::Failed)),
+            Just(None)
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn retention_plan_keeps_the_invariants(
+            specs in proptest::collection::vec((0i64..30, 1u32..3, status_strategy()), 0..25),
+            retention_days in 0u32..15,
+            keep_min in 0u32..4,
+        ) {
+            let now = UtcTime::parse_rfc3339("2026-11-29T02:00:00Z").unwrap();
+            let mut dirs: Vec<StampDir> = specs.iter().map(|(days, seq, status)| stamp_dir(*days, *seq, *status, now)).collect();
+            dirs.sort_by(|a, b| a.name.cmp(&b.name));
+            dirs.dedup_by(|a, b| a.name == b.name);
+            let current = dirs.last().map(|dir| dir.name.clone()).unwrap_or_default();
+            let policy = RetentionPolicy { retention_days, keep_min };
+            let doomed = retention::plan(&dirs, now, policy, &current);
+
+            prop_assert!(!doomed.contains(&current), "the run just written stays");
+            let mut ok_newest_first: Vec<&StampDir> = dirs.iter().filter(|d| d.status == Some(Status::Ok)).collect();
+            ok_newest_first.sort_by_key(|dir| std::cmp::Reverse((dir.time, dir.sequence)));
+            for kept in ok_newest_first.iter().take(keep_min as usize) {
+                prop_assert!(!doomed.contains(&kept.name), "one of the newest ok backups was planned for deletion");
+            }
+            for dir in &dirs {
+                let old = now.unix_seconds() - dir.time.unix_seconds() > i64::from(retention_days) * 86_400;
+                if !old {
+                    prop_assert!(!doomed.contains(&dir.name), "a young backup was planned for deletion");
+                }
+            }
+            for name in &doomed {
+                prop_assert!(dirs.iter().any(|dir| &dir.name == name), "only listed dirs are planned");
+            }
+        }
+    }
+
+    #[test]
+    fn retention_touches_only_real_old_stamp_dirs() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let now = UtcTime::parse_rfc3339("2026-11-29T02:00:00Z").unwrap();
+        let backup_dir = BackupDir::new(root.path());
+        let old_ok = make_stamp_dir(root.path(), now, 30, Some(Status::Ok));
+        let older_ok = make_stamp_dir(root.path(), now, 40, Some(Status::Ok));
+        let old_failed = make_stamp_dir(root.path(), now, 20, Some(Status::Failed));
+        let old_interrupted = make_stamp_dir(root.path(), now, 21, None);
+        let current = make_stamp_dir(root.path(), now, 0, Some(Status::Ok));
+        // Things that are not backups, even if they look old or stamp-like.
+        std::fs::create_dir(root.path().join("keep-me")).unwrap();
+        std::fs::write(
+            root.path().join("2001-01-01_000000"),
+            b"a file with a stamp name",
+        )
+        .unwrap();
+        std::fs::create_dir(outside.path().join("victim")).unwrap();
+        std::os::unix::fs::symlink(
+            outside.path().join("victim"),
+            root.path().join("2001-01-02_000000"),
+        )
+        .unwrap();
+        std::fs::write(root.path().join(".lock"), b"").unwrap();
+
+        let deleted = retention::apply(
+            &backup_dir,
+            now,
+            RetentionPolicy {
+                retention_days: 7,
+                keep_min: 1,
+            },
+            &current,
+        )
+        .unwrap();
+
+        // keep_min 1 protects only the newest ok backup, which is the current run.
+        let mut expected = vec![
+            older_ok.clone(),
+            old_ok.clone(),
+            old_interrupted,
+            old_failed,
+        ];
+        expected.sort();
+        let mut deleted_sorted = deleted.clone();
+        deleted_sorted.sort();
+        assert_eq!(deleted_sorted, expected);
+        for name in [
+            &current,
+            &"keep-me".to_owned(),
+            &"2001-01-01_000000".to_owned(),
+            &".lock".to_owned(),
+        ] {
+            assert!(root.path().join(name).exists(), "{name} must stay");
+        }
+        assert!(
+            std::fs::symlink_metadata(root.path().join("2001-01-02_000000")).is_ok(),
+            "symlink stays"
+        );
+        assert!(
+            outside.path().join("victim").exists(),
+            "symlink target untouched"
+        );
+        assert!(!root.path().join(&older_ok).exists());
+    }
+
+    #[test]
+    fn keep_min_protects_old_ok_backups() {
+        let root = tempfile::tempdir().unwrap();
+        let now = UtcTime::parse_rfc3339("2026-11-29T02:00:00Z").unwrap();
+        let oldest = make_stamp_dir(root.path(), now, 50, Some(Status::Ok));
+        let old = make_stamp_dir(root.path(), now, 40, Some(Status::Ok));
+        let current = make_stamp_dir(root.path(), now, 0, Some(Status::Ok));
+        let deleted = retention::apply(
+            &BackupDir::new(root.path()),
+            now,
+            RetentionPolicy {
+                retention_days: 7,
+                keep_min: 2,
+            },
+            &current,
+        )
+        .unwrap();
+        assert_eq!(deleted, vec![oldest]);
+        assert!(root.path().join(old).exists());
+    }
+
+    fn make_stamp_dir(root: &Path, now: UtcTime, days_ago: i64, status: Option<Status>) -> String {
+        let time = UtcTime::from_unix_seconds(now.unix_seconds() - days_ago * 86_400);
+        let name = time.stamp();
+        let dir = root.join(&name);
+        std::fs::create_dir(&dir).unwrap();
+        let artifacts = match status {
+            Some(Status::Failed) => vec![Artifact::failed(
+                ArtifactName::SupabaseDb,
+                Source::DatabaseUrl,
+                ErrorCode::DbUnreachable,
+            )],
+            _ => vec![],
+        };
+        if status.is_some() {
+            Manifest::new("backup-cron 0.1.0", time, time, artifacts)
+                .write_atomic(&dir)
+                .unwrap();
+        }
+        name
+    }
+}
+
+mod schedule {
+    use super::*;
+
+    #[track_caller]
+    fn check_schedule(expression: &str, after: &str, expected: &[&str]) {
+        let schedule = Schedule::parse(expression).unwrap();
+        let mut at = UtcTime::parse_rfc3339(after).unwrap();
+        for want in expected {
+            at = schedule.next_after(at).unwrap();
+            assert_eq!(at.rfc3339(), *want, "{expression} after {after}");
+        }
+    }
+
+    #[test]
+    fn schedule_default_daily_at_two() {
+        check_schedule(
+            "0 2 * * *",
+            "2026-11-29T01:59:59Z",
+            &["2026-11-29T02:00:00Z", "2026-11-30T02:00:00Z"],
+        );
+        check_schedule(
+            "0 2 * * *",
+            "2026-11-29T02:00:00Z",
+            &["2026-11-30T02:00:00Z"],
+        );
+    }
+
+    #[test]
+    fn schedule_with_seconds_steps_ranges_lists_and_names() {
+        check_schedule(
+            "*/20 * * * * *",
+            "2026-11-29T02:00:05Z",
+            &[
+                "2026-11-29T02:00:20Z",
+                "2026-11-29T02:00:40Z",
+                "2026-11-29T02:01:00Z",
+            ],
+        );
+        check_schedule(
+            "30 9-10 * * MON-FRI",
+            "2026-11-27T10:31:00Z",
+            &["2026-11-30T09:30:00Z", "2026-11-30T10:30:00Z"],
+        );
+        check_schedule(
+            "0 0 1,15 feb *",
+            "2026-01-20T00:00:00Z",
+            &[
+                "2026-02-01T00:00:00Z",
+                "2026-02-15T00:00:00Z",
+                "2027-02-01T00:00:00Z",
+            ],
+        );
+        check_schedule(
+            "0 0 29 2 *",
+            "2026-03-01T00:00:00Z",
+            &["2028-02-29T00:00:00Z"],
+        );
+        check_schedule(
+            "0 12 * * 7",
+            "2026-11-28T00:00:00Z",
+            &["2026-11-29T12:00:00Z"],
+        );
+    }
+
+    #[test]
+    fn schedule_day_of_month_or_day_of_week() {
+        // Vixie cron: the 13th, or any Friday.
+        check_schedule(
+            "0 0 13 * 5",
+            "2026-11-01T00:00:00Z",
+            &[
+                "2026-11-06T00:00:00Z",
+                "2026-11-13T00:00:00Z",
+                "2026-11-20T00:00:00Z",
+            ],
+        );
+    }
+
+    #[test]
+    fn schedule_rejects_nonsense() {
+        for bad in [
+            "",
+            "* * * *",
+            "* * * * * * *",
+            "60 * * * *",
+            "* 24 * * *",
+            "* * 0 * *",
+            "* * * 13 *",
+            "* * * * 8",
+            "*/0 * * * *",
+            "5-1 * * * *",
+            "a * * * *",
+            "* * * FOO *",
+        ] {
+            assert!(Schedule::parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            Schedule::parse("0 0 31 2 *")
+                .unwrap()
+                .next_after(UtcTime::from_unix_seconds(0)),
+            None
+        );
+    }
+}
+
+mod config {
+    use crate::cli::{BackupSettings, Common};
+    use crate::config::{RunConfig, duration, resolve};
+
+    fn settings() -> (Common, BackupSettings) {
+        let common = Common {
+            backup_dir: Some("/backups".to_owned()),
+            log_format: None,
+        };
+        let backup = BackupSettings {
+            storage_root: None,
+            retention_days: None,
+            keep_min: None,
+            pg_timeout_seconds: None,
+            compression_level: None,
+            pg_dump: None,
+        };
+        (common, backup)
+    }
+
+    #[track_caller]
+    fn check(
+        env: &[(&str, &str)],
+        adjust: impl FnOnce(&mut Common, &mut BackupSettings),
+    ) -> Result<RunConfig, String> {
+        let (mut common, mut backup) = settings();
+        adjust(&mut common, &mut backup);
+        let env = dsn::Environment::from_pairs(env.iter().copied());
+        resolve(&common, &backup, &env).map_err(|error| error.to_string())
+    }
+
+    const DB: (&str, &str) = ("DATABASE_URL", "postgres://backup:pw@db/app");
+
+    /// Changes a test makes to the default settings.
+    type Adjust = fn(&mut Common, &mut BackupSettings);
+    /// The environment, the changed settings, and the expected message.
+    type Case = (&'static [(&'static str, &'static str)], Adjust, &'static str);
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let config = check(&[DB], |_, _| {}).unwrap();
+        assert_eq!(config.retention.retention_days, 7);
+        assert_eq!(config.retention.keep_min, 1);
+        assert_eq!(config.pg_timeout, std::time::Duration::from_secs(300));
+        assert_eq!(config.compression_level, 6);
+        assert_eq!(config.pg_dump, std::path::Path::new("pg_dump"));
+        assert_eq!(config.storage_root, None);
+        assert!(config.keycloak.is_none());
+        assert_eq!(config.platform.variable, "DATABASE_URL");
+    }
+
+    #[test]
+    fn the_session_url_wins_and_keycloak_credentials_fill_in() {
+        let config = check(
+            &[
+                DB,
+                ("SESSION_DATABASE_URL", "postgres://s@session-db/app"),
+                ("KC_DB_URL", "jdbc:postgresql://kc-db/keycloak"),
+                ("KC_DB_USERNAME", "kc"),
+                ("KC_DB_PASSWORD", "kc-secret"),
+            ],
+            |_, _| {},
+        )
+        .unwrap();
+        assert_eq!(config.platform.variable, "SESSION_DATABASE_URL");
+        assert_eq!(config.platform.dsn.host(), Some("session-db"));
+        let keycloak = config.keycloak.unwrap();
+        assert_eq!(keycloak.user(), Some("kc"));
+        assert!(keycloak.has_password());
+    }
+
+    #[test]
+    fn each_bad_setting_names_its_variable() {
+        let cases: [Case; 7] = [
+            (
+                &[],
+                |_, _| {},
+                "no database configured: set one of SESSION_DATABASE_URL, BACKUP_DATABASE_URL, DATABASE_URL",
+            ),
+            (
+                &[DB],
+                |common, _| common.backup_dir = Some("  ".to_owned()),
+                "BACKUP_DIR is required",
+            ),
+            (
+                &[DB],
+                |_, backup| backup.retention_days = Some("a week".to_owned()),
+                "RETENTION_DAYS: expected a whole number from 0 to 36500, got \"a week\"",
+            ),
+            (
+                &[DB],
+                |_, backup| backup.keep_min = Some("-1".to_owned()),
+                "BACKUP_KEEP_MIN: expected a whole number from 0 to 100000, got \"-1\"",
+            ),
+            (
+                &[DB],
+                |_, backup| backup.pg_timeout_seconds = Some("0".to_owned()),
+                "BACKUP_PG_TIMEOUT_SECONDS: expected a whole number from 1 to 604800, got \"0\"",
+            ),
+            (
+                &[DB],
+                |_, backup| backup.compression_level = Some("99999999999999999999".to_owned()),
+                "BACKUP_COMPRESSION_LEVEL: expected a whole number from 1 to 9, got \"99999999999999999999\"",
+            ),
+            (
+                &[("DATABASE_URL", "postgres://u:hunter2@db:0/app")],
+                |_, _| {},
+                "DATABASE_URL is not a valid PostgreSQL connection string: the port is not a number from 1 to 65535",
+            ),
+        ];
+        for (env, adjust, expected) in cases {
+            let error = check(env, adjust).err().expect("refused");
+            assert_eq!(error, expected);
+            assert!(!error.contains("hunter2"));
+        }
+    }
+
+    #[test]
+    fn resolving_touches_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("not-yet");
+        let backup_dir = dir.display().to_string();
+        check(&[DB], |common, _| common.backup_dir = Some(backup_dir)).unwrap();
+        assert!(!dir.exists(), "resolve must not create BACKUP_DIR");
+    }
+
+    #[track_caller]
+    fn check_duration(text: &str, expected: Option<u64>) {
+        let parsed = duration("--max-age", text).map(|duration| duration.as_secs());
+        match expected {
+            Some(seconds) => assert_eq!(parsed.ok(), Some(seconds), "{text:?}"),
+            None => assert_eq!(
+                parsed.err().map(|error| error.to_string()),
+                Some(format!(
+                    "--max-age: expected a duration like 26h, 90m, 2d or 3600s, got {text:?}"
+                )),
+            ),
+        }
+    }
+
+    #[test]
+    fn durations() {
+        check_duration("26h", Some(93_600));
+        check_duration("90m", Some(5_400));
+        check_duration("2d", Some(172_800));
+        check_duration("3600s", Some(3_600));
+        check_duration("1d12h", Some(129_600));
+        check_duration("3600", Some(3_600));
+        check_duration(" 5m ", Some(300));
+        check_duration("", None);
+        check_duration("h", None);
+        check_duration("5h3", None);
+        check_duration("5x", None);
+        check_duration("-5m", None);
+    }
+
+    #[test]
+    fn durations_that_overflow_are_refused_not_wrapped() {
+        check_duration("99999999999999999999", None);
+        check_duration("999999999999999999d", None);
+        check_duration("18446744073709551615s1s", None);
+    }
+}
+
+mod runs {
+    use std::time::Duration;
+
+    use dump_runner::Cancellation;
+    use fixtures::FakePgDump;
+
+    use super::*;
+    use crate::config::RunConfig;
+    use crate::run::{RunOutcome, run_once};
+
+    /// A run against `root` with a pg_dump at `pg_dump`, keeping 1 backup and 7 days.
+    fn config(root: &Path, pg_dump: &Path, storage: Option<&Path>) -> RunConfig {
+        let env =
+            dsn::Environment::from_pairs([("DATABASE_URL", "postgres://backup@127.0.0.1:9/app")]);
+        RunConfig {
+            backup_dir: BackupDir::new(root),
+            platform: dsn::resolve(&env, &["DATABASE_URL"]).unwrap().unwrap(),
+            keycloak: None,
+            storage_root: storage.map(Path::to_path_buf),
+            retention: RetentionPolicy {
+                retention_days: 7,
+                keep_min: 1,
+            },
+            pg_timeout: Duration::from_secs(30),
+            compression_level: 1,
+            pg_dump: pg_dump.to_path_buf(),
+        }
+    }
+
+    fn old_ok_backup(root: &Path) -> String {
+        let time = UtcTime::from_unix_seconds(UtcTime::now().unix_seconds() - 40 * 86_400);
+        let dir = root.join(time.stamp());
+        std::fs::create_dir(&dir).unwrap();
+        Manifest::new(crate::TOOL, time, time, vec![])
+            .write_atomic(&dir)
+            .unwrap();
+        time.stamp()
+    }
+
+    fn newest(root: &Path) -> Manifest {
+        let newest = BackupDir::new(root).newest().unwrap().unwrap();
+        Manifest::read(&root.join(newest.name)).unwrap()
+    }
+
+    #[track_caller]
+    fn codes(manifest: &Manifest) -> Vec<Option<ErrorCode>> {
+        manifest
+            .artifacts
+            .iter()
+            .map(|artifact| artifact.error.as_ref().map(|error| error.code))
+            .collect()
+    }
+
+    #[test]
+    fn a_cancelled_run_records_every_step_interrupted_and_runs_none() {
+        let root = tempfile::tempdir().unwrap();
+        let storage = tempfile::tempdir().unwrap();
+        let pg_dump = FakePgDump::writing(1024).unwrap();
+        let cancellation = Cancellation::new();
+        cancellation.cancel();
+
+        let outcome = run_once(
+            &config(root.path(), pg_dump.path(), Some(storage.path())),
+            crate::TOOL,
+            &cancellation,
+        );
+
+        assert!(matches!(outcome, RunOutcome::Failed));
+        let manifest = newest(root.path());
+        assert_eq!(
+            codes(&manifest),
+            [Some(ErrorCode::Interrupted), Some(ErrorCode::Interrupted)]
+        );
+        assert!(
+            pg_dump.recorded_pids().is_empty(),
+            "pg_dump was not started"
+        );
+    }
+
+    #[test]
+    fn retention_runs_only_after_a_fully_successful_run() {
+        let root = tempfile::tempdir().unwrap();
+        let old = old_ok_backup(root.path());
+        let missing = root.path().join("no-such-pg_dump");
+
+        let failed = run_once(
+            &config(root.path(), &missing, None),
+            crate::TOOL,
+            &Cancellation::new(),
+        );
+
+        assert!(matches!(failed, RunOutcome::Failed));
+        assert_eq!(
+            codes(&newest(root.path())),
+            [Some(ErrorCode::PgDumpNotFound)]
+        );
+        assert!(
+            root.path().join(&old).exists(),
+            "a failed run deletes nothing"
+        );
+
+        let pg_dump = FakePgDump::writing(4096).unwrap();
+        let ok = run_once(
+            &config(root.path(), pg_dump.path(), None),
+            crate::TOOL,
+            &Cancellation::new(),
+        );
+
+        assert!(matches!(ok, RunOutcome::Ok));
+        assert_eq!(codes(&newest(root.path())), [None]);
+        assert!(
+            !root.path().join(&old).exists(),
+            "a successful run applies retention"
+        );
+        assert_eq!(
+            BackupDir::new(root.path()).list().unwrap().len(),
+            2,
+            "the failed run stays: it is young"
+        );
+    }
+
+    #[test]
+    fn a_held_lock_leaves_the_directory_untouched() {
+        let root = tempfile::tempdir().unwrap();
+        let _held = BackupDir::new(root.path()).lock().unwrap();
+        let outcome = run_once(
+            &config(root.path(), Path::new("/nonexistent"), None),
+            crate::TOOL,
+            &Cancellation::new(),
+        );
+        assert!(matches!(outcome, RunOutcome::Locked));
+        assert!(BackupDir::new(root.path()).list().unwrap().is_empty());
+    }
+}
+
+mod status {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::inspect::status;
+
+    const HOUR: i64 = 3600;
+
+    fn ok_backup_at(root: &Path, time: UtcTime, status: Status) {
+        let dir = root.join(time.stamp());
+        std::fs::create_dir(&dir).unwrap();
+        let artifacts = match status {
+            Status::Ok => vec![],
+            Status::Failed => vec![Artifact::failed(
+                ArtifactName::SupabaseDb,
+                Source::DatabaseUrl,
+                ErrorCode::DbAuthFailed,
+            )],
+        };
+        Manifest::new(crate::TOOL, time, time, artifacts)
+            .write_atomic(&dir)
+            .unwrap();
+    }
+
+    #[track_caller]
+    fn check(root: &Path, now: UtcTime, good: bool, line: &str) {
+        let report = status(root, Duration::from_secs(26 * 3600), now);
+        assert_eq!(report.good, good, "{}", report.text);
+        assert!(report.text.contains(line), "{line:?} in:\n{}", report.text);
+    }
+
+    #[test]
+    fn healthy_while_the_newest_ok_backup_is_younger_than_max_age() {
+        let root = tempfile::tempdir().unwrap();
+        let t = UtcTime::parse_rfc3339("2026-11-29T02:00:00Z").unwrap();
+        ok_backup_at(root.path(), t, Status::Ok);
+        check(
+            root.path(),
+            t.plus(Duration::from_secs(3600)),
+            true,
+            "age 1h0m (within max age 1d2h)",
+        );
+        check(
+            root.path(),
+            UtcTime::from_unix_seconds(t.unix_seconds() + 27 * HOUR),
+            false,
+            "older than max age",
+        );
+        ok_backup_at(
+            root.path(),
+            t.plus(Duration::from_secs(86_400)),
+            Status::Failed,
+        );
+        check(
+            root.path(),
+            t.plus(Duration::from_secs(25 * 3600)),
+            true,
+            "newest backup: 2026-11-30_020000 failed",
+        );
+    }
+
+    #[test]
+    fn before_any_run_only_a_recently_started_scheduler_is_healthy() {
+        let root = tempfile::tempdir().unwrap();
+        let t = UtcTime::parse_rfc3339("2026-11-29T02:00:00Z").unwrap();
+        check(root.path(), t, false, "no scheduler has started here");
+        BackupDir::new(root.path())
+            .record_scheduler_start(t)
+            .unwrap();
+        check(
+            root.path(),
+            t.plus(Duration::from_secs(60)),
+            true,
+            "scheduler started 1m0s ago",
+        );
+        check(
+            root.path(),
+            t.plus(Duration::from_secs(27 * 3600)),
+            false,
+            "scheduler started 1d3h ago (older than",
+        );
+        ok_backup_at(
+            root.path(),
+            t.plus(Duration::from_secs(120)),
+            Status::Failed,
+        );
+        check(
+            root.path(),
+            t.plus(Duration::from_secs(180)),
+            false,
+            "none, and a run has failed",
+        );
+    }
+}
