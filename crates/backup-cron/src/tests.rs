@@ -322,7 +322,11 @@ mod config {
     /// Changes a test makes to the default settings.
     type Adjust = fn(&mut Common, &mut BackupSettings);
     /// The environment, the changed settings, and the expected message.
-    type Case = (&'static [(&'static str, &'static str)], Adjust, &'static str);
+    type Case = (
+        &'static [(&'static str, &'static str)],
+        Adjust,
+        &'static str,
+    );
 
     #[test]
     fn defaults_are_the_documented_ones() {

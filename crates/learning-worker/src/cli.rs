@@ -9,7 +9,10 @@ the value, as with Docker secrets):
   LEARNING_DATABASE_URL, LEARNING_DB_URL, DATABASE_URL
       The worker's DSN; the first set and non-empty wins. Connect as gustav_worker:
       the worker refuses postgres, service_role, supabase_admin and any superuser or
-      BYPASSRLS role unless ALLOW_SERVICE_DSN_FOR_TESTING=true.
+      BYPASSRLS role unless ALLOW_SERVICE_DSN_FOR_TESTING=true. TLS as with libpq:
+      sslmode (disable, prefer [default], require, verify-ca, verify-full) and
+      sslrootcert (a PEM file of CA certificates; verify-full without it uses the
+      system roots).
 
 Ollama backend (AI_BACKEND=local):
   OLLAMA_BASE_URL     default http://ollama:11434
@@ -33,18 +36,18 @@ error; 2 configuration error, including a refused privileged role.";
 /// writes each result exactly once.
 #[derive(Parser, Debug)]
 #[command(name = "learning-worker", version, after_help = ENVIRONMENT_HELP, disable_help_subcommand = true)]
-pub(crate) struct Cli {
+pub struct Cli {
     /// What to do (default: run).
     #[command(subcommand)]
-    pub(crate) command: Option<Command>,
+    pub command: Option<Command>,
     /// Settings.
     #[command(flatten)]
-    pub(crate) settings: Settings,
+    pub settings: Settings,
 }
 
 /// The commands.
 #[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Command {
+pub enum Command {
     /// Long-running worker (the default).
     Run,
     /// Process jobs until none is visible, then exit 0.
@@ -57,7 +60,7 @@ pub(crate) enum Command {
 
 /// Settings: flag, else environment variable, else default.
 #[derive(Args, Debug, Clone)]
-pub(crate) struct Settings {
+pub struct Settings {
     /// Jobs processed at once [default: 1], capped at WORKER_CONCURRENCY_CAP.
     #[arg(
         long,
@@ -66,7 +69,7 @@ pub(crate) struct Settings {
         env = "WORKER_CONCURRENCY",
         hide_env_values = true
     )]
-    pub(crate) concurrency: Option<String>,
+    pub concurrency: Option<String>,
     /// Upper bound for WORKER_CONCURRENCY [default: 4].
     #[arg(
         long,
@@ -75,7 +78,7 @@ pub(crate) struct Settings {
         env = "WORKER_CONCURRENCY_CAP",
         hide_env_values = true
     )]
-    pub(crate) concurrency_cap: Option<String>,
+    pub concurrency_cap: Option<String>,
     /// Lease length in seconds; heartbeats extend it every third [default: 45].
     #[arg(
         long,
@@ -84,7 +87,7 @@ pub(crate) struct Settings {
         env = "WORKER_LEASE_SECONDS",
         hide_env_values = true
     )]
-    pub(crate) lease_seconds: Option<String>,
+    pub lease_seconds: Option<String>,
     /// Transient failures retried this many times [default: 3].
     #[arg(
         long,
@@ -93,7 +96,7 @@ pub(crate) struct Settings {
         env = "WORKER_MAX_RETRIES",
         hide_env_values = true
     )]
-    pub(crate) max_retries: Option<String>,
+    pub max_retries: Option<String>,
     /// Retry delay base: backoff × 2^retry_count + 0–10 % jitter [default: 10].
     #[arg(
         long,
@@ -102,7 +105,7 @@ pub(crate) struct Settings {
         env = "WORKER_BACKOFF_SECONDS",
         hide_env_values = true
     )]
-    pub(crate) backoff_seconds: Option<String>,
+    pub backoff_seconds: Option<String>,
     /// Fallback poll when no notification arrives, in seconds [default: 0.5].
     #[arg(
         long,
@@ -111,7 +114,7 @@ pub(crate) struct Settings {
         env = "WORKER_POLL_INTERVAL",
         hide_env_values = true
     )]
-    pub(crate) poll_interval: Option<String>,
+    pub poll_interval: Option<String>,
     /// On SIGTERM, how long in-flight jobs may finish [default: 30].
     #[arg(
         long,
@@ -120,7 +123,7 @@ pub(crate) struct Settings {
         env = "WORKER_SHUTDOWN_GRACE_SECONDS",
         hide_env_values = true
     )]
-    pub(crate) shutdown_grace_seconds: Option<String>,
+    pub shutdown_grace_seconds: Option<String>,
     /// Serve /healthz, /readyz and /metrics here, e.g. 127.0.0.1:9464 [default: off].
     #[arg(
         long,
@@ -129,7 +132,7 @@ pub(crate) struct Settings {
         env = "WORKER_HEALTH_ADDR",
         hide_env_values = true
     )]
-    pub(crate) health_addr: Option<String>,
+    pub health_addr: Option<String>,
     /// AI backend: stub or local [default: stub].
     #[arg(
         long,
@@ -138,7 +141,7 @@ pub(crate) struct Settings {
         env = "AI_BACKEND",
         hide_env_values = true
     )]
-    pub(crate) ai_backend: Option<String>,
+    pub ai_backend: Option<String>,
     /// Directory where storage_key paths of image/file submissions resolve.
     #[arg(
         long,
@@ -147,7 +150,7 @@ pub(crate) struct Settings {
         env = "LEARNING_STORAGE_ROOT",
         hide_env_values = true
     )]
-    pub(crate) storage_root: Option<String>,
+    pub storage_root: Option<String>,
     /// Log format: text or json [default: text].
     #[arg(
         long,
@@ -156,5 +159,5 @@ pub(crate) struct Settings {
         env = "LOG_FORMAT",
         hide_env_values = true
     )]
-    pub(crate) log_format: Option<String>,
+    pub log_format: Option<String>,
 }

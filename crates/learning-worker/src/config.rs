@@ -13,18 +13,12 @@ use worker_core::stub::{StubAdapter, parse_stub_failures};
 use crate::cli::Settings;
 
 /// The worker DSN's variables, in precedence order.
-pub(crate) const DATABASE_URLS: [&str; 3] =
-    ["LEARNING_DATABASE_URL", "LEARNING_DB_URL", "DATABASE_URL"];
+pub const DATABASE_URLS: [&str; 3] = ["LEARNING_DATABASE_URL", "LEARNING_DB_URL", "DATABASE_URL"];
 
 /// A configuration error: one line naming the variable, never a secret.
-#[derive(Debug)]
-pub(crate) struct ConfigError(pub(crate) String);
-
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
 
 impl From<dsn::Error> for ConfigError {
     fn from(error: dsn::Error) -> ConfigError {
@@ -34,13 +28,15 @@ impl From<dsn::Error> for ConfigError {
 
 /// `LOG_FORMAT`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum LogFormat {
+pub enum LogFormat {
+    /// Human-readable lines.
     Text,
+    /// One JSON object per line.
     Json,
 }
 
 /// `AI_BACKEND`.
-pub(crate) enum Backend {
+pub enum Backend {
     /// Deterministic, no network.
     Stub(StubAdapter),
     /// Ollama.
@@ -48,24 +44,37 @@ pub(crate) enum Backend {
 }
 
 /// The validated configuration, and the warnings to log once logging is up.
-pub(crate) struct Config {
-    pub(crate) variable: &'static str,
-    pub(crate) database: tokio_postgres::Config,
+pub struct Config {
+    /// The variable the DSN came from, for logs and messages.
+    pub variable: &'static str,
+    /// Connection settings from the DSN, password included.
+    pub database: tokio_postgres::Config,
     /// TLS as the DSN's `sslmode` and `sslrootcert` ask, for every connection.
-    pub(crate) tls: pg_tls::MakeTls,
-    pub(crate) concurrency: usize,
-    pub(crate) lease: Duration,
-    pub(crate) max_retries: i32,
-    pub(crate) backoff: Duration,
-    pub(crate) poll_interval: Duration,
-    pub(crate) shutdown_grace: Duration,
-    pub(crate) health_addr: Option<SocketAddr>,
-    pub(crate) backend: Backend,
-    pub(crate) allow_privileged: bool,
-    pub(crate) warnings: Vec<String>,
+    pub tls: pg_tls::MakeTls,
+    /// `WORKER_CONCURRENCY`, capped by `WORKER_CONCURRENCY_CAP`.
+    pub concurrency: usize,
+    /// `WORKER_LEASE_SECONDS`.
+    pub lease: Duration,
+    /// `WORKER_MAX_RETRIES`.
+    pub max_retries: i32,
+    /// `WORKER_BACKOFF_SECONDS`.
+    pub backoff: Duration,
+    /// `WORKER_POLL_INTERVAL`.
+    pub poll_interval: Duration,
+    /// `WORKER_SHUTDOWN_GRACE_SECONDS`.
+    pub shutdown_grace: Duration,
+    /// `WORKER_HEALTH_ADDR`.
+    pub health_addr: Option<SocketAddr>,
+    /// `AI_BACKEND` and its settings.
+    pub backend: Backend,
+    /// `ALLOW_SERVICE_DSN_FOR_TESTING=true`.
+    pub allow_privileged: bool,
+    /// Settings that fell back to their defaults, to log once logging is up.
+    pub warnings: Vec<String>,
 }
 
-pub(crate) fn log_format(settings: &Settings) -> Result<LogFormat, ConfigError> {
+/// `LOG_FORMAT`, read before everything else so that later errors are logged in it.
+pub fn log_format(settings: &Settings) -> Result<LogFormat, ConfigError> {
     match non_empty(settings.log_format.as_deref()).unwrap_or("text") {
         "text" => Ok(LogFormat::Text),
         "json" => Ok(LogFormat::Json),
@@ -75,7 +84,8 @@ pub(crate) fn log_format(settings: &Settings) -> Result<LogFormat, ConfigError> 
     }
 }
 
-pub(crate) fn load(settings: &Settings, env: &Environment) -> Result<Config, ConfigError> {
+/// The validated configuration from flags and environment.
+pub fn load(settings: &Settings, env: &Environment) -> Result<Config, ConfigError> {
     let resolved = dsn::resolve(env, &DATABASE_URLS)?.ok_or_else(|| {
         ConfigError(format!(
             "no database configured: set one of {}",

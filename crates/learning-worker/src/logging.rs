@@ -8,7 +8,8 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::config::LogFormat;
 
-pub(crate) fn init(format: LogFormat, env: &dsn::Environment) {
+/// Installs the global subscriber.
+pub fn init(format: LogFormat, env: &dsn::Environment) {
     let requested = env
         .var("RUST_LOG")
         .ok()

@@ -57,9 +57,8 @@
 //! use worker_core::{pipeline::Pipeline, stub::StubAdapter, worker};
 //!
 //! let stub = Arc::new(StubAdapter { delay: Duration::ZERO, failures: vec![], call_log: None });
-//! let config = lease::QueueConfig::new("public.learning_submission_jobs", "submission_id")?;
 //! let pipeline = Arc::new(Pipeline {
-//!     queue: lease::Queue::new(pool, &config),
+//!     queue: lease::Queue::new(pool, &worker_core::schema::queue_config()),
 //!     vision: stub.clone(),
 //!     feedback: stub,
 //!     max_retries: 3,
@@ -72,7 +71,7 @@
 //!     shutdown_grace: Duration::from_secs(30),
 //! };
 //! // Wake-ups when jobs are inserted, on a connection of its own (TLS as the pool's).
-//! let listener = lease::Listener::spawn(database, tokio_postgres::NoTls, "learning_submission_jobs")?;
+//! let listener = lease::Listener::spawn(database, tokio_postgres::NoTls, worker_core::schema::JOB_CHANNEL)?;
 //! let shutdown = tokio_util::sync::CancellationToken::new();
 //! let observers = worker::Observers::default();
 //! worker::run(pipeline, settings, listener, observers, worker::Mode::Drain, shutdown).await?;

@@ -14,6 +14,18 @@ use crate::database::DatabaseProblem;
 /// The schema script, as shipped in `schema.sql`.
 pub const SQL: &str = include_str!("schema.sql");
 
+/// The job table, schema-qualified, as `lease` needs it.
+pub const JOB_TABLE: &str = "public.learning_submission_jobs";
+/// The job table's column naming the submission a job is for.
+pub const JOB_KEY_COLUMN: &str = "submission_id";
+/// The channel the job table's insert trigger notifies.
+pub const JOB_CHANNEL: &str = "learning_submission_jobs";
+
+/// The queue of [`JOB_TABLE`].
+pub fn queue_config() -> lease::QueueConfig {
+    lease::QueueConfig::new(JOB_TABLE, JOB_KEY_COLUMN).expect("the job table's names are valid")
+}
+
 /// The advisory-lock key that serialises concurrent [`apply`] calls.
 ///
 /// An arbitrary constant; it only has to differ from other advisory locks the

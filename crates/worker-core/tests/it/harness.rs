@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, Pool};
 use fixtures::TestDb;
-use lease::{Queue, QueueConfig};
+use lease::Queue;
 use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 use worker_core::adapter::{FeedbackAdapter, VisionAdapter};
@@ -70,10 +70,9 @@ impl Setup {
             .max_size(4)
             .build()
             .unwrap();
-        let config = QueueConfig::new("public.learning_submission_jobs", "submission_id").unwrap();
         let stub = Arc::new(self.stub.clone());
         Arc::new(Pipeline {
-            queue: Queue::new(pool, &config),
+            queue: Queue::new(pool, &worker_core::schema::queue_config()),
             vision: self.vision.clone().unwrap_or_else(|| stub.clone()),
             feedback: self.feedback.clone().unwrap_or(stub),
             max_retries: self.max_retries,
@@ -162,5 +161,5 @@ impl Running {
 
 /// The worker's LISTEN connection, as the binary opens it (without TLS here).
 fn listener(database: tokio_postgres::Config) -> lease::Listener {
-    lease::Listener::spawn(database, NoTls, "learning_submission_jobs").unwrap()
+    lease::Listener::spawn(database, NoTls, worker_core::schema::JOB_CHANNEL).unwrap()
 }
