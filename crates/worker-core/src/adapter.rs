@@ -21,6 +21,8 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::vocabulary::SubmissionKind;
+
 /// Who a failure belongs to, and so what it costs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorClass {
@@ -104,7 +106,7 @@ pub struct VisionInput {
     /// The job.
     pub job: JobContext,
     /// `image` or `file`.
-    pub kind: String,
+    pub kind: SubmissionKind,
     /// Path below `LEARNING_STORAGE_ROOT`.
     pub storage_key: Option<String>,
     /// Declared MIME type.

@@ -84,11 +84,13 @@ pub mod database;
 mod error;
 pub mod health;
 pub mod metrics;
+#[cfg(feature = "ollama")]
 pub mod ollama;
 pub mod pipeline;
 pub mod readiness;
 pub mod schema;
 pub mod stub;
+pub mod vocabulary;
 pub mod worker;
 
 pub use error::Error;

@@ -37,7 +37,7 @@ use crate::adapter::{
     AdapterError, ErrorClass, FeedbackAdapter, FeedbackInput, JobContext, VisionAdapter,
     VisionInput,
 };
-use crate::stub::Phase;
+use crate::vocabulary::{AnalysisStatus, Phase, SubmissionKind};
 
 /// How one job ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -148,13 +148,13 @@ pub struct Pipeline {
 
 /// The submission and task as the worker reads them.
 struct Submission {
-    kind: String,
+    kind: SubmissionKind,
     text_body: Option<String>,
     storage_key: Option<String>,
     mime_type: Option<String>,
     size_bytes: Option<i32>,
     sha256: Option<String>,
-    analysis_status: String,
+    analysis_status: AnalysisStatus,
     internal_metadata: Option<Value>,
     instruction_md: Option<String>,
     criteria: Option<Value>,
@@ -254,7 +254,7 @@ impl Pipeline {
             tracing::info!(job_id = %job.id, submission_id = %job.reference, "submission missing or not visible; removing the job");
             return self.finish(job, Transition::Delete, Outcome::Skipped).await;
         };
-        if submission.analysis_status != "pending" && submission.analysis_status != "extracted" {
+        if !submission.analysis_status.is_open() {
             tracing::info!(job_id = %job.id, submission_id = %job.reference, status = %submission.analysis_status, "submission already handled; removing the job");
             return self.finish(job, Transition::Delete, Outcome::Skipped).await;
         }
@@ -264,7 +264,7 @@ impl Pipeline {
             retry_count: job.retry_count,
         };
         let cached = job.payload.get("cached_text_md").and_then(Value::as_str);
-        let text_md = if submission.kind == "text" {
+        let text_md = if submission.kind == SubmissionKind::Text {
             submission.text_body.clone().unwrap_or_default()
         } else if let Some(cached) = cached {
             tracing::debug!(job_id = %job.id, "using cached OCR; vision skipped");
@@ -272,7 +272,7 @@ impl Pipeline {
         } else {
             let input = VisionInput {
                 job: context.clone(),
-                kind: submission.kind.clone(),
+                kind: submission.kind,
                 storage_key: submission.storage_key.clone(),
                 mime_type: submission.mime_type.clone(),
                 size_bytes: submission.size_bytes,
@@ -360,14 +360,17 @@ impl Pipeline {
         acting?;
         let row = row?;
         committed?;
-        Ok(row.map(|row| Submission {
-            kind: row.get(0),
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        Ok(Some(Submission {
+            kind: row.try_get(0)?,
             text_body: row.get(1),
             storage_key: row.get(2),
             mime_type: row.get(3),
             size_bytes: row.get(4),
             sha256: row.get(5),
-            analysis_status: row.get(6),
+            analysis_status: row.try_get(6)?,
             internal_metadata: row.get(7),
             instruction_md: row.get(8),
             criteria: row.get(9),
@@ -434,10 +437,7 @@ impl Pipeline {
                 .await?;
             return Ok(Outcome::Retried(phase));
         }
-        let code = match phase {
-            Phase::Vision => "vision_failed",
-            Phase::Feedback => "feedback_failed",
-        };
+        let code = phase.failed_code().as_str();
         fence
             .transaction()
             .execute(

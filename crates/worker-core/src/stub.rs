@@ -18,25 +18,7 @@ use crate::adapter::{
     AdapterError, AdapterFuture, ErrorClass, FeedbackAdapter, FeedbackInput, FeedbackOutput,
     JobContext, VisionAdapter, VisionInput, VisionOutput,
 };
-
-/// Which adapter step.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
-    /// OCR.
-    Vision,
-    /// AI feedback.
-    Feedback,
-}
-
-impl Phase {
-    /// `vision` or `feedback`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Vision => "vision",
-            Phase::Feedback => "feedback",
-        }
-    }
-}
+use crate::vocabulary::Phase;
 
 /// One `AI_STUB_FAIL` entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,29 +31,39 @@ pub struct StubFailure {
     pub below_retry_count: i32,
 }
 
+/// An `AI_STUB_FAIL` entry that is not `phase:kind:n`; shows the entry (a test
+/// knob, never secret).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("expected phase:kind:n (vision|feedback : transient|permanent : count), got {0:?}")]
+pub struct InvalidStubFailure(String);
+
 /// Parses `AI_STUB_FAIL` (`phase:kind:n`, comma-separated).
-pub fn parse_stub_failures(text: &str) -> Result<Vec<StubFailure>, String> {
+pub fn parse_stub_failures(text: &str) -> Result<Vec<StubFailure>, InvalidStubFailure> {
     text.split(',')
         .map(str::trim)
         .filter(|item| !item.is_empty())
         .map(|item| {
-            let invalid = || format!("expected phase:kind:n (vision|feedback : transient|permanent : count), got {item:?}");
+            let invalid = || InvalidStubFailure(item.to_owned());
             let mut parts = item.split(':');
-            let phase = match parts.next() {
-                Some("vision") => Phase::Vision,
-                Some("feedback") => Phase::Feedback,
-                _ => return Err(invalid()),
-            };
+            let phase = parts.next().and_then(Phase::parse).ok_or_else(invalid)?;
             let class = match parts.next() {
                 Some("transient") => ErrorClass::Transient,
                 Some("permanent") => ErrorClass::Permanent,
                 _ => return Err(invalid()),
             };
-            let below_retry_count = parts.next().and_then(|n| n.parse().ok()).filter(|n| *n >= 0).ok_or_else(invalid)?;
+            let below_retry_count = parts
+                .next()
+                .and_then(|n| n.parse().ok())
+                .filter(|n| *n >= 0)
+                .ok_or_else(invalid)?;
             if parts.next().is_some() {
                 return Err(invalid());
             }
-            Ok(StubFailure { phase, class, below_retry_count })
+            Ok(StubFailure {
+                phase,
+                class,
+                below_retry_count,
+            })
         })
         .collect()
 }

@@ -28,7 +28,8 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context as _, ensure};
 use fixtures::{FaultProxy, ProxyMode};
 use worker_core::adapter::ErrorClass;
-use worker_core::stub::{Phase, StubFailure, parse_stub_failures};
+use worker_core::stub::{StubFailure, parse_stub_failures};
+use worker_core::vocabulary::Phase;
 use xshell::Shell;
 
 use super::{Rng, epoch_seconds, signal};

@@ -9,31 +9,49 @@ pub struct BaseUrl {
     url: String,
 }
 
+/// Why a text is not an Ollama base URL. Never includes the text, which may hold
+/// credentials.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BaseUrlError {
+    /// No `scheme://`, e.g. `ollama:11434`.
+    #[error(
+        "expected an http:// or https:// URL such as http://host:11434 (the scheme is missing)"
+    )]
+    NoScheme,
+    /// A scheme other than `http` or `https`.
+    #[error("expected an http:// or https:// URL such as http://host:11434")]
+    NotHttp,
+    /// Nothing between `://` and the port or path.
+    #[error("the URL has no host")]
+    NoHost,
+    /// White space or a control character anywhere.
+    #[error("the URL contains white space or a control character")]
+    Whitespace,
+}
+
 impl BaseUrl {
     /// Validates `text`. The error names what is wrong, never the value.
-    pub fn parse(text: &str) -> Result<BaseUrl, String> {
+    pub fn parse(text: &str) -> Result<BaseUrl, BaseUrlError> {
         let text = text.trim();
         let Some((scheme, rest)) = text.split_once("://") else {
-            return Err(
-                "expected an http:// or https:// URL such as http://host:11434 (the scheme is missing)"
-                    .to_owned(),
-            );
+            return Err(BaseUrlError::NoScheme);
         };
         if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
-            return Err("expected an http:// or https:// URL such as http://host:11434".to_owned());
+            return Err(BaseUrlError::NotHttp);
         }
         let rest = rest.trim_end_matches('/');
         let url = format!("{scheme}://{rest}");
         let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
         let host = authority.rsplit('@').next().unwrap_or_default();
         if host.is_empty() || host.starts_with(':') {
-            return Err("the URL has no host".to_owned());
+            return Err(BaseUrlError::NoHost);
         }
         if url
             .chars()
             .any(|character| character.is_whitespace() || character.is_control())
         {
-            return Err("the URL contains white space or a control character".to_owned());
+            return Err(BaseUrlError::Whitespace);
         }
         Ok(BaseUrl { url })
     }
@@ -89,7 +107,7 @@ mod tests {
             "http://oll ama:11434",
             "",
         ] {
-            let error = BaseUrl::parse(text).unwrap_err();
+            let error = BaseUrl::parse(text).unwrap_err().to_string();
             assert!(!error.contains("hunter2"), "{text:?}: {error}");
             assert!(text.len() < 8 || !error.contains(text), "{text:?}: {error}");
         }

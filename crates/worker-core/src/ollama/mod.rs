@@ -38,7 +38,7 @@ use base64::Engine as _;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-pub use base_url::BaseUrl;
+pub use base_url::{BaseUrl, BaseUrlError};
 
 use crate::adapter::{
     AdapterError, AdapterFuture, ErrorClass, FeedbackAdapter, FeedbackInput, FeedbackOutput,

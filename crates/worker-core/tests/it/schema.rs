@@ -274,3 +274,103 @@ async fn inserting_a_job_notifies_the_channel() {
         .unwrap();
     assert_eq!(channel, "learning_submission_jobs");
 }
+
+/// The quoted words of each `check (column in (…))` constraint, by `table.column`.
+async fn check_constraint_words(
+    client: &Client,
+) -> std::collections::BTreeMap<String, Vec<String>> {
+    let rows = client
+        .query(
+            "select conrelid::regclass::text, pg_get_constraintdef(oid) from pg_constraint \
+             where contype = 'c' and connamespace = 'public'::regnamespace",
+            &[],
+        )
+        .await
+        .unwrap();
+    rows.iter()
+        .filter_map(|row| {
+            let table: String = row.get(0);
+            let definition: String = row.get(1);
+            // CHECK ((kind = ANY (ARRAY['text'::text, 'image'::text, 'file'::text])))
+            let column = definition
+                .strip_prefix("CHECK ((")?
+                .split(' ')
+                .next()?
+                .to_owned();
+            let words: Vec<String> = definition
+                .split('\'')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_owned)
+                .collect();
+            (!words.is_empty()).then(|| (format!("{table}.{column}"), words))
+        })
+        .collect()
+}
+
+fn words<T: std::fmt::Display>(all: &[T]) -> Vec<String> {
+    all.iter().map(ToString::to_string).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_closed_sets_are_exactly_the_schema_check_constraints() {
+    use worker_core::vocabulary::{AnalysisStatus, JobStatus, SubmissionErrorCode, SubmissionKind};
+    let db = TestDb::new().await.unwrap();
+    let sets = check_constraint_words(&db.connect().await.unwrap()).await;
+    assert_eq!(
+        sets["learning_submissions.kind"],
+        words(SubmissionKind::ALL)
+    );
+    assert_eq!(
+        sets["learning_submissions.analysis_status"],
+        words(AnalysisStatus::ALL)
+    );
+    assert_eq!(
+        sets["learning_submissions.error_code"],
+        words(SubmissionErrorCode::ALL)
+    );
+    assert_eq!(
+        sets["learning_submission_jobs.status"],
+        words(JobStatus::ALL)
+    );
+    assert_eq!(
+        sets.len(),
+        4,
+        "a new check constraint wants its closed set: {sets:?}"
+    );
+}
+
+#[test]
+fn each_phase_names_the_codes_the_schema_functions_write() {
+    use worker_core::vocabulary::Phase;
+    for phase in Phase::ALL {
+        // learning_worker_mark_retry writes p_phase || '_retrying'.
+        assert_eq!(phase.retrying_code().as_str(), format!("{phase}_retrying"));
+        assert_eq!(phase.failed_code().as_str(), format!("{phase}_failed"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_word_the_worker_does_not_know_is_a_conversion_error_not_a_default() {
+    use worker_core::vocabulary::SubmissionKind;
+    let db = TestDb::new().await.unwrap();
+    let client = db.connect().await.unwrap();
+    let known: SubmissionKind = client
+        .query_one("select 'image'::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(known, SubmissionKind::Image);
+    let unknown = client
+        .query_one("select 'video'::text", &[])
+        .await
+        .unwrap()
+        .try_get::<_, SubmissionKind>(0)
+        .unwrap_err();
+    let cause = std::error::Error::source(&unknown).map(ToString::to_string);
+    assert_eq!(
+        cause.as_deref(),
+        Some("\"video\" is not a SubmissionKind this worker knows; is the schema newer?"),
+        "{unknown}"
+    );
+}
