@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
+use fixtures::SubmissionKind;
+use fixtures::seed::{self, Kinds};
 use xshell::{Shell, cmd};
 
 use crate::db::Db;
@@ -296,41 +298,26 @@ fn worker_cases(
     settings: &Settings,
 ) -> anyhow::Result<String> {
     let psql = Psql { sh, cluster };
-    let schema = project_root().join("crates/worker-core/src/schema.sql");
     let mut rows = Vec::new();
     let mut json = Vec::new();
     // Every `image_every`-th submission an image (0: none), so its job also runs
     // vision and writes the OCR cache into the job's payload.
     let seed_mix = |db: &str, jobs: u32, image_every: u32| -> anyhow::Result<()> {
-        psql.run(
-            db,
-            &format!(
-                "insert into courses (title) values ('Bench');
-                 insert into unit_tasks (course_id, instruction_md, criteria) select id, 'Explain.', '[\"A\", \"B\"]' from courses;
-                 insert into learning_submissions
-                   (course_id, task_id, student_sub, kind, text_body, storage_key, mime_type, size_bytes, sha256, attempt_nr)
-                   select t.course_id, t.id, 'student-' || (n % 50), k.kind,
-                          case when k.kind = 'text' then 'Answer ' || n end,
-                          case when k.kind = 'image' then 'submissions/' || n || '.png' end,
-                          case when k.kind = 'image' then 'image/png' end,
-                          case when k.kind = 'image' then 4096 end,
-                          case when k.kind = 'image' then repeat('ab', 32) end, 1
-                   from unit_tasks t, generate_series(1, {jobs}) n,
-                        lateral (select case when {image_every} > 0 and n % {image_every} = 0
-                                             then 'image' else 'text' end as kind) k;
-                 insert into learning_submission_jobs (submission_id, payload)
-                   select id, jsonb_build_object('student_sub', student_sub, 'criteria', '[\"A\", \"B\"]'::jsonb) from learning_submissions;"
-            ),
-        )?;
+        let kinds = match image_every {
+            0 => Kinds::Only(SubmissionKind::Text),
+            every => Kinds::EveryNthImage(every),
+        };
+        let sql = seed::tasks_sql(1, 1) + &seed::submissions(jobs).kinds(kinds).students(50).sql();
+        psql.run(db, &sql)?;
         Ok(())
     };
-    let seed = |db: &str, jobs: u32| seed_mix(db, jobs, 0);
+    let seed_text = |db: &str, jobs: u32| seed_mix(db, jobs, 0);
     let fresh_db = |name: &str| -> anyhow::Result<String> {
         psql.run(
             "postgres",
             &format!("drop database if exists {name}; create database {name}"),
         )?;
-        psql.run(name, &std::fs::read_to_string(&schema)?)?;
+        psql.run(name, worker_core::schema::SQL)?;
         // The worker's own role (RLS and all), over the socket: trust, no password.
         psql.run(name, "alter role gustav_worker login")?;
         Ok(name.to_owned())
@@ -338,7 +325,7 @@ fn worker_cases(
     let noop = project_root().join("target/release/examples/noop_drain");
     for slots in ["4", "16"] {
         let db = fresh_db("bench_queue")?;
-        seed(&db, settings.jobs)?;
+        seed_text(&db, settings.jobs)?;
         let line = cmd!(sh, "{noop} {slots}")
             .env("BENCH_DATABASE_URL", psql.dsn_as("gustav_worker", &db))
             .read()?;
@@ -400,11 +387,11 @@ fn pickup_latency(
          create function log_pickup() returns trigger language plpgsql security definer as $$
          begin insert into pickup_log values (new.id, new.created_at, clock_timestamp()); return new; end $$;
          create trigger log_pickup after update of status on learning_submission_jobs
-           for each row when (new.status = 'leased' and old.status = 'queued') execute function log_pickup();
-         insert into courses (title) values ('Bench');
-         insert into unit_tasks (course_id, instruction_md, criteria) select id, 'Explain.', '[]' from courses;
-         insert into learning_submissions (course_id, task_id, student_sub, kind, text_body, attempt_nr)
-           select t.course_id, t.id, 'student', 'text', 'Answer ' || n, 1 from unit_tasks t, generate_series(1, 1000) n;",
+           for each row when (new.status = 'leased' and old.status = 'queued') execute function log_pickup();",
+    )?;
+    psql.run(
+        db,
+        &(seed::tasks_sql(1, 1) + &seed::submissions(1000).students(1).without_jobs().sql()),
     )?;
     let dsn = psql.dsn_as("gustav_worker", db);
     let child = spawn_worker(worker, &dsn, &[])?;
@@ -420,12 +407,8 @@ fn pickup_latency(
     for _ in 0..pickups {
         // clock_timestamp() for created_at: each insert is its own statement, spaced
         // by psql's round trips.
-        statements.push_str(
-            "insert into learning_submission_jobs (submission_id, payload, created_at) \
-             select id, '{\"student_sub\": \"student\"}', clock_timestamp() from learning_submissions \
-             where id not in (select submission_id from learning_submission_jobs) limit 1;\n\
-             select pg_sleep(0.01);\n",
-        );
+        statements.push_str(&seed::enqueue_one_sql());
+        statements.push_str("select pg_sleep(0.01);\n");
     }
     psql.run(db, &statements)?;
     wait_for(|| {
@@ -458,17 +441,17 @@ fn pickup_latency(
 fn heartbeat_cost(psql: &Psql<'_>, db: &str, worker: &Path) -> anyhow::Result<(String, String)> {
     psql.run(
         db,
-        "insert into courses (title) values ('Bench');
-         insert into unit_tasks (course_id, instruction_md, criteria) select id, 'Explain.', '[]' from courses;
-         insert into learning_submissions (course_id, task_id, student_sub, kind, text_body, attempt_nr)
-           select t.course_id, t.id, 'student', 'text', 'Answer ' || n, 1 from unit_tasks t, generate_series(1, 16) n;
-         create table heartbeat_log (at timestamptz);
+        "create table heartbeat_log (at timestamptz);
          create function log_heartbeat() returns trigger language plpgsql security definer as $$
          begin insert into heartbeat_log values (clock_timestamp()); return null; end $$;
          create trigger log_heartbeat after update of leased_until on learning_submission_jobs
            for each statement execute function log_heartbeat();",
     )?;
-    psql.run(db, "insert into learning_submission_jobs (submission_id, payload) select id, '{\"student_sub\": \"student\"}' from learning_submissions")?;
+    psql.run(
+        db,
+        &(seed::tasks_sql(1, 1) + &seed::submissions(16).without_jobs().sql()),
+    )?;
+    psql.run(db, &seed::enqueue_sql())?;
     let dsn = psql.dsn_as("gustav_worker", db);
     let child = spawn_worker(
         worker,

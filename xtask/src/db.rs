@@ -31,9 +31,16 @@ impl Db<'_> {
         Ok(self.psql(dbname).arg("-c").arg(sql).run()?)
     }
 
-    /// A SQL file, in one transaction.
-    pub(crate) fn run_file(&self, path: &Path) -> anyhow::Result<()> {
-        Ok(self.psql(self.name).arg("-1").arg("-f").arg(path).run()?)
+    /// The worker's schema (`worker_core::schema::SQL`, the text the binary was
+    /// built with), in one transaction.
+    pub(crate) fn apply_schema(&self) -> anyhow::Result<()> {
+        Ok(self
+            .psql(self.name)
+            .arg("-1")
+            .stdin(worker_core::schema::SQL)
+            .quiet()
+            .ignore_stdout()
+            .run()?)
     }
 
     /// SQL through stdin: what must not appear in a process list (passwords)

@@ -12,14 +12,15 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context as _, bail, ensure};
+use fixtures::seed::{self, Kinds};
 use xshell::{Shell, cmd};
 
 use crate::db::{Db, secret_file};
 use crate::project_root;
 
-const TEXT_SUBMISSIONS: usize = 60;
-const IMAGE_SUBMISSIONS: usize = 25;
-const PDF_SUBMISSIONS: usize = 15;
+const TEXT_SUBMISSIONS: u32 = 60;
+const IMAGE_SUBMISSIONS: u32 = 25;
+const PDF_SUBMISSIONS: u32 = 15;
 const TABLES: [&str; 4] = [
     "courses",
     "unit_tasks",
@@ -64,7 +65,7 @@ pub(crate) fn run(sh: &Shell) -> anyhow::Result<()> {
     db.admin("postgres", "create database platform")?;
 
     phase("apply the schema and create least-privilege roles");
-    db.run_file(&project_root().join("crates/worker-core/src/schema.sql"))?;
+    db.apply_schema()?;
     let worker_password = fixtures::random_token(24);
     let backup_password = fixtures::random_token(24);
     // Through stdin, not argv: passwords never appear in a process list.
@@ -95,7 +96,7 @@ pub(crate) fn run(sh: &Shell) -> anyhow::Result<()> {
     phase("seed courses, tasks, text/image/PDF submissions and jobs");
     let storage = scratch.path().join("storage");
     seed(&db, &storage)?;
-    let total = TEXT_SUBMISSIONS + IMAGE_SUBMISSIONS + PDF_SUBMISSIONS;
+    let total = usize::try_from(TEXT_SUBMISSIONS + IMAGE_SUBMISSIONS + PDF_SUBMISSIONS)?;
 
     phase("drain the queue with two learning-worker processes");
     let calls = scratch.path().join("stub-calls.log");
@@ -193,33 +194,16 @@ fn phase(name: &str) {
 }
 
 fn seed(db: &Db<'_>, storage: &Path) -> anyhow::Result<()> {
-    let png = hex(fixtures::SAMPLE_PNG);
-    let pdf = hex(fixtures::SAMPLE_PDF);
+    let count = TEXT_SUBMISSIONS + IMAGE_SUBMISSIONS + PDF_SUBMISSIONS;
     db.stdin_sql(&format!(
-        "insert into courses (title) select 'Course ' || n from generate_series(1, 3) n;
-         insert into unit_tasks (course_id, instruction_md, criteria)
-           select id, 'Explain ' || title || ' step by step.', '[\"Correct\", \"Complete\", \"Clear\"]'::jsonb
-           from courses, generate_series(1, 2);
-         create temporary table mix as
-           select n, case when n <= {TEXT_SUBMISSIONS} then 'text'
-                          when n <= {TEXT_SUBMISSIONS} + {IMAGE_SUBMISSIONS} then 'image' else 'file' end as kind
-           from generate_series(1, {TEXT_SUBMISSIONS} + {IMAGE_SUBMISSIONS} + {PDF_SUBMISSIONS}) n;
-         insert into learning_submissions
-           (id, course_id, task_id, student_sub, kind, text_body, storage_key, mime_type, size_bytes, sha256, attempt_nr)
-         select id, course_id, task_id, 'student-' || (n % 17), kind,
-                case when kind = 'text' then 'Answer ' || n || ': plants turn light into sugar.' end,
-                case kind when 'image' then 'submissions/' || id || '.png' when 'file' then 'submissions/' || id || '.pdf' end,
-                case kind when 'image' then 'image/png' when 'file' then 'application/pdf' end,
-                case kind when 'image' then length(decode('{png}', 'hex')) when 'file' then length(decode('{pdf}', 'hex')) end,
-                case kind when 'image' then encode(sha256(decode('{png}', 'hex')), 'hex')
-                          when 'file' then encode(sha256(decode('{pdf}', 'hex')), 'hex') end,
-                1
-         from (select gen_random_uuid() as id, m.n, m.kind, t.course_id, t.id as task_id
-               from mix m join lateral (select * from unit_tasks order by id offset (m.n % 6) limit 1) t on true) s;
-         insert into learning_submission_jobs (submission_id, payload)
-         select s.id, jsonb_build_object('student_sub', s.student_sub, 'criteria', t.criteria,
-                                         'instruction_md', t.instruction_md, 'hints_md', 'Think of chlorophyll.')
-         from learning_submissions s join unit_tasks t on t.id = s.task_id;"
+        "{}{}",
+        seed::tasks_sql(3, 2),
+        seed::submissions(count)
+            .kinds(Kinds::Blocks {
+                image: IMAGE_SUBMISSIONS,
+                file: PDF_SUBMISSIONS
+            })
+            .sql()
     ))?;
     let keys =
         db.query("select storage_key from learning_submissions where storage_key is not null")?;
@@ -269,10 +253,6 @@ fn newest_backup(backups: &Path) -> anyhow::Result<PathBuf> {
     dirs.sort();
     dirs.pop()
         .context("backup-cron created no backup directory")
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 struct Report {

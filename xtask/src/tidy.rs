@@ -97,6 +97,59 @@ fn tests_insert_rows_only_through_fixtures() {
 }
 
 #[test]
+fn only_fixtures_writes_the_platform_tables() {
+    // The job payload and the columns of a seeded row are a contract with the
+    // worker: one writer, so a schema change touches one crate.
+    let offenders: Vec<_> = rust_files()
+        .into_iter()
+        .filter(|path| !path.starts_with(project_root().join("fixtures/src")))
+        .filter(|path| writes_a_platform_table(&fs::read_to_string(path).unwrap()))
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "rows of the platform's tables written outside fixtures (use fixtures::seed or a factory): {offenders:#?}"
+    );
+}
+
+#[test]
+fn the_platform_table_rule_sees_through_layout() {
+    let insert = ["insert", " into"].concat();
+    assert!(writes_a_platform_table(&format!(
+        "{insert} learning_submissions\n  (id)"
+    )));
+    assert!(writes_a_platform_table(&format!(
+        "{} PUBLIC.courses(title)",
+        insert.to_uppercase()
+    )));
+    assert!(!writes_a_platform_table(&format!(
+        "{insert} chaos_expected select"
+    )));
+    assert!(!writes_a_platform_table(&format!(
+        "{insert} learning_submissions_log values"
+    )));
+}
+
+/// Whether `text` has an INSERT into one of the worker's tables, however spaced.
+fn writes_a_platform_table(text: &str) -> bool {
+    const TABLES: [&str; 4] = [
+        "courses",
+        "unit_tasks",
+        "learning_submissions",
+        "learning_submission_jobs",
+    ];
+    let text = text.to_lowercase();
+    let words: Vec<&str> = text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+        .filter(|word| !word.is_empty())
+        .collect();
+    words.windows(3).any(|window| {
+        window[0] == "insert"
+            && window[1] == "into"
+            && TABLES.contains(&window[2].strip_prefix("public.").unwrap_or(window[2]))
+    })
+}
+
+#[test]
 fn no_ignored_or_should_panic_tests() {
     let needles = [["#[", "ignore"].concat(), ["#[", "should_panic"].concat()];
     let offenders: Vec<_> = rust_files()

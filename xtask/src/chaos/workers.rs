@@ -26,7 +26,8 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, ensure};
-use fixtures::{FaultProxy, ProxyMode};
+use fixtures::seed::{self, Kinds};
+use fixtures::{FaultProxy, ProxyMode, SubmissionKind};
 use worker_core::adapter::ErrorClass;
 use worker_core::stub::{StubFailure, parse_stub_failures};
 use worker_core::vocabulary::Phase;
@@ -34,7 +35,6 @@ use xshell::Shell;
 
 use super::{Rng, epoch_seconds, signal};
 use crate::db::{Db, secret_file};
-use crate::project_root;
 
 const WORKERS: usize = 3;
 const CONCURRENCY: &str = "64";
@@ -51,44 +51,44 @@ const STUB_FAIL: &str =
 
 /// A kind of job: its submission kind, starting retry count, and share of the mix.
 struct Class {
-    kind: &'static str,
+    kind: SubmissionKind,
     retry_count: i32,
     weight: usize,
 }
 
 const CLASSES: [Class; 7] = [
     Class {
-        kind: "text",
+        kind: SubmissionKind::Text,
         retry_count: 3,
         weight: 8,
     },
     Class {
-        kind: "image",
+        kind: SubmissionKind::Image,
         retry_count: 5,
         weight: 5,
     },
     Class {
-        kind: "text",
+        kind: SubmissionKind::Text,
         retry_count: 1,
         weight: 2,
     },
     Class {
-        kind: "image",
+        kind: SubmissionKind::Image,
         retry_count: 2,
         weight: 2,
     },
     Class {
-        kind: "text",
+        kind: SubmissionKind::Text,
         retry_count: 0,
         weight: 1,
     },
     Class {
-        kind: "image",
+        kind: SubmissionKind::Image,
         retry_count: 0,
         weight: 1,
     },
     Class {
-        kind: "image",
+        kind: SubmissionKind::Image,
         retry_count: 3,
         weight: 1,
     },
@@ -106,7 +106,7 @@ pub(crate) struct Expected {
 /// The spec's rules ("A job's life", step 8, and the stub's `AI_STUB_FAIL`)
 /// replayed for one job.
 pub(crate) fn expected(
-    kind: &str,
+    kind: SubmissionKind,
     mut retry_count: i32,
     failures: &[StubFailure],
     max_retries: i32,
@@ -125,7 +125,7 @@ pub(crate) fn expected(
         feedback_calls,
     };
     loop {
-        if kind != "text" && !cached {
+        if kind != SubmissionKind::Text && !cached {
             vision_calls += 1;
             match failure(Phase::Vision, retry_count) {
                 None => cached = true,
@@ -312,12 +312,13 @@ pub(crate) fn run(setup: &Setup<'_>, rng: &mut Rng) -> anyhow::Result<Report> {
         name: "chaos",
     };
     db.admin("postgres", "create database chaos")?;
-    db.run_file(&project_root().join("crates/worker-core/src/schema.sql"))?;
+    db.apply_schema()?;
     db.stdin_sql(&format!(
-        "alter role gustav_worker login password '{}';\n{INSTRUMENTATION}",
-        setup.worker_password
+        "alter role gustav_worker login password '{}';\n{INSTRUMENTATION}{}",
+        setup.worker_password,
+        seed::tasks_sql(1, 1),
     ))?;
-    let failures = parse_stub_failures(STUB_FAIL).map_err(anyhow::Error::msg)?;
+    let failures = parse_stub_failures(STUB_FAIL)?;
     let initial = if setup.quick { 2_000 } else { 3_000 };
     seed(&db, initial, &failures)?;
     let logs = setup.scratch.join("worker-logs");
@@ -901,9 +902,6 @@ create table chaos_calls (
   lease_key uuid not null, retry_count int not null, phase text not null);
 create index on chaos_calls (job_id);
 create table chaos_faults (kind text not null, instance int, started_at timestamptz not null, ended_at timestamptz not null);
-insert into courses (title) values ('Chaos');
-insert into unit_tasks (course_id, instruction_md, criteria)
-  select id, 'Explain photosynthesis.', '[\"Correct\", \"Complete\"]'::jsonb from courses;
 ";
 
 /// Enqueues `count` jobs across [`CLASSES`] by weight, each with its expected end.
@@ -911,44 +909,22 @@ fn seed(db: &Db<'_>, count: usize, failures: &[StubFailure]) -> anyhow::Result<(
     let total_weight: usize = CLASSES.iter().map(|class| class.weight).sum();
     let mut sql = String::new();
     for class in &CLASSES {
-        let n = count * class.weight / total_weight;
+        let n = u32::try_from(count * class.weight / total_weight)?;
         let end = expected(class.kind, class.retry_count, failures, MAX_RETRIES);
-        let (kind, retry_count) = (class.kind, class.retry_count);
-        let (text, storage, mime, size, sha) = if kind == "text" {
-            (
-                "'Answer ' || n || ': light becomes sugar in the leaf.'",
-                "null",
-                "null",
-                "null",
-                "null",
-            )
-        } else {
-            (
-                "null",
-                "'submissions/' || gen_random_uuid() || '.png'",
-                "'image/png'",
-                "4096",
-                "repeat('ab', 32)",
-            )
-        };
+        let submissions = seed::submissions(n)
+            .kinds(Kinds::Only(class.kind))
+            .students(97)
+            .retry_count(class.retry_count);
         writeln!(
             sql,
-            "with s as (
-               insert into learning_submissions
-                 (course_id, task_id, student_sub, kind, text_body, storage_key, mime_type, size_bytes, sha256, attempt_nr)
-               select t.course_id, t.id, 'student-' || (n % 97), '{kind}', {text}, {storage}, {mime}, {size}, {sha}, 1
-               from generate_series(1, {n}) n, unit_tasks t
-               returning id, student_sub, task_id),
-             j as (
-               insert into learning_submission_jobs (submission_id, payload, retry_count)
-               select s.id, jsonb_build_object('student_sub', s.student_sub, 'criteria', t.criteria,
-                                               'instruction_md', t.instruction_md), {retry_count}
-               from s join unit_tasks t on t.id = s.task_id
-               returning submission_id)
-             insert into chaos_expected
-             select submission_id, '{kind}', {retry_count}, '{}', {}, {}, {} from j;",
+            "{} insert into chaos_expected
+             select submission_id, '{}', {}, '{}', {}, {}, {} from j;",
+            submissions.cte(),
+            class.kind,
+            class.retry_count,
             end.status,
-            end.error_code.map_or("null".to_owned(), |code| format!("'{code}'")),
+            end.error_code
+                .map_or("null".to_owned(), |code| format!("'{code}'")),
             end.vision_calls,
             end.feedback_calls,
         )?;

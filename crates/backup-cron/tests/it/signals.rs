@@ -2,7 +2,7 @@
 //! `interrupted`.
 
 use std::process::Child;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fixtures::FakePgDump;
 
@@ -10,15 +10,17 @@ use crate::support::{backup_cron, dirs_in, read_manifest};
 
 /// Waits until the fake pg_dump and its child have started.
 fn await_fake_running(fake: &FakePgDump, child: &mut Child) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while fake.recorded_pids().len() < 2 {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "backup-cron ended before pg_dump ran"
-        );
-        assert!(Instant::now() < deadline, "the fake pg_dump never started");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    fixtures::wait_for(
+        "the fake pg_dump and its child",
+        Duration::from_secs(60),
+        || {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "backup-cron ended before pg_dump ran"
+            );
+            fake.recorded_pids().len() >= 2
+        },
+    );
 }
 
 fn terminate(child: &Child) {

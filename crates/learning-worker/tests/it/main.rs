@@ -398,15 +398,18 @@ async fn health_endpoints_and_metrics_match_what_happened() {
         "three done, one waiting for its retry",
     )
     .await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let metrics = loop {
+    let metrics = || {
         let (status, body) = tokio::task::block_in_place(|| http_get(&addr, "/metrics"));
         assert_eq!(status, 200);
-        if body.contains("ai_worker_retry_total{phase=\"vision\"} 1") || Instant::now() > deadline {
-            break body;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        body
     };
+    fixtures::wait_until(
+        "the retry in /metrics",
+        Duration::from_secs(60),
+        async || metrics().contains("ai_worker_retry_total{phase=\"vision\"} 1"),
+    )
+    .await;
+    let metrics = metrics();
 
     assert!(
         metrics.contains("ai_worker_processed_total{status=\"completed\"} 3"),

@@ -10,11 +10,12 @@ use tokio_postgres::NoTls;
 const NEVER: Duration = Duration::from_secs(600);
 
 async fn connected(listener: &Listener) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !listener.is_connected() {
-        assert!(Instant::now() < deadline, "listener never connected");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    fixtures::wait_until(
+        "the listener connects",
+        Duration::from_secs(60),
+        async || listener.is_connected(),
+    )
+    .await;
     // The wake-up every (re)connection gives, for notifications missed meanwhile.
     assert!(listener.wait(NEVER).await);
 }

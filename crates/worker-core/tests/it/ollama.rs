@@ -271,14 +271,10 @@ async fn the_model_server_away_for_most_of_a_drain_fails_no_submission() {
     let drain = setup.try_drain(&world.db, observers);
     let outage = async {
         // Down until the breaker has opened and probed with backoff a few times.
-        let opened = std::time::Instant::now();
-        while readiness.backend().is_none() {
-            assert!(
-                opened.elapsed() < Duration::from_secs(60),
-                "the breaker never opened"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        fixtures::wait_until("the breaker opens", Duration::from_secs(60), async || {
+            readiness.backend().is_some()
+        })
+        .await;
         let cause = readiness.backend().unwrap();
         tokio::time::sleep(Duration::from_secs(4)).await;
         world.ollama.resume().await;

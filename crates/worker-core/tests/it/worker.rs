@@ -122,18 +122,17 @@ async fn a_taken_over_lease_cancels_the_old_holder_and_it_writes_nothing() {
         .unwrap()
         .remove(0);
     assert_eq!(stolen.id, job.id);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while running
-        .metrics
-        .render()
-        .contains("ai_worker_lease_lost_total 0")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the old holder never noticed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    fixtures::wait_until(
+        "the old holder notices",
+        Duration::from_secs(60),
+        async || {
+            !running
+                .metrics
+                .render()
+                .contains("ai_worker_lease_lost_total 0")
+        },
+    )
+    .await;
     let outcome = taker.process(&stolen, &a_fresh_lease()).await;
     let metrics = std::sync::Arc::clone(&running.metrics);
     running.stop().await;
@@ -380,14 +379,14 @@ async fn a_panicking_job_neither_stops_the_worker_nor_keeps_its_lease() {
 
     // A second call means the first lease expired (no heartbeat kept it) and the
     // still-running worker leased the job again.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while adapter.calls.load(Ordering::SeqCst) < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the job was never leased again"
-        );
-        assert!(!running.handle.is_finished(), "the worker stopped");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    fixtures::wait_until(
+        "the job is leased again",
+        Duration::from_secs(60),
+        async || {
+            assert!(!running.handle.is_finished(), "the worker stopped");
+            adapter.calls.load(Ordering::SeqCst) >= 2
+        },
+    )
+    .await;
     running.stop().await;
 }
