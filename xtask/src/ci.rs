@@ -1,6 +1,6 @@
 //! `cargo xtask ci`: the only CI entry point, so a local run and CI behave alike:
-//! fmt, clippy, build the tests (timed on its own), run them, then `e2e` and
-//! `chaos --quick`.
+//! fmt, clippy, the docs with warnings as errors (broken links, missing docs),
+//! build the tests (timed on its own), run them, then `e2e` and `chaos --quick`.
 
 use std::time::Instant;
 
@@ -17,6 +17,10 @@ pub(crate) fn run(sh: &Shell) -> anyhow::Result<()> {
             "{cargo} clippy --workspace --all-targets --locked -- -D warnings"
         )
         .run()
+    })?;
+    step("doc", || {
+        let _deny = sh.push_env("RUSTDOCFLAGS", "-D warnings");
+        cmd!(sh, "{cargo} doc --workspace --no-deps --locked").run()
     })?;
     step("build tests", || {
         cmd!(sh, "{cargo} test --workspace --locked --no-run").run()

@@ -1,6 +1,6 @@
 //! The job model: each job's outcome is set by its starting `retry_count` against
 //! one global `AI_STUB_FAIL`, so what a fault-free run does with it follows from
-//! the spec's retry rules ([`expected`]); [`seed`] enqueues a mix of such jobs.
+//! the spec's retry rules ([`expected`]); [`seed()`] enqueues a mix of such jobs.
 
 use std::fmt::Write as _;
 
