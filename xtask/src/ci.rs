@@ -28,6 +28,7 @@ pub(crate) fn run(sh: &Shell) -> anyhow::Result<()> {
     step("test", || {
         cmd!(sh, "{cargo} test --workspace --locked").run()
     })?;
+    step("consumer", || crate::consumer::run(sh))?;
     step("e2e", || crate::e2e::run(sh))?;
     step("chaos --quick", || {
         crate::chaos::run(

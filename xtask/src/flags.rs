@@ -15,7 +15,9 @@ tasks:
   chaos           workers and backups under injected faults, checked for lost,
                   duplicated or leaked work (options: --minutes N, default 10;
                   --seed S to repeat a fault schedule)
-  chaos --quick   a short run of the same (part of ci)";
+  chaos --quick   a short run of the same (part of ci)
+  consumer        lease and dsn used from a project of its own, as an outsider
+                  would (part of ci)";
 
 /// What to do.
 pub(crate) enum Task {
@@ -33,6 +35,8 @@ pub(crate) enum Task {
     },
     /// Fault injection.
     Chaos(crate::chaos::Options),
+    /// The library crates from a project of its own.
+    Consumer,
     /// Print the usage.
     Help,
 }
@@ -52,6 +56,7 @@ impl Task {
                 Some(other) => bail!("unknown bench flag `{other}`\n\n{USAGE}"),
             },
             Some("chaos") => return chaos_options(args).map(Task::Chaos),
+            Some("consumer") => Task::Consumer,
             Some("help" | "--help" | "-h") | None => Task::Help,
             Some(other) => bail!("unknown task `{other}`\n\n{USAGE}"),
         };

@@ -8,6 +8,7 @@ mod bench;
 mod chaos;
 mod ci;
 mod compose;
+mod consumer;
 mod db;
 mod e2e;
 mod flags;
@@ -39,6 +40,7 @@ fn run() -> anyhow::Result<()> {
         flags::Task::E2e { compose: true } => compose::run(&sh),
         flags::Task::Bench { quick } => bench::run(&sh, quick),
         flags::Task::Chaos(options) => chaos::run(&sh, &options),
+        flags::Task::Consumer => consumer::run(&sh),
         flags::Task::Help => {
             eprintln!("{}", flags::USAGE);
             Ok(())
