@@ -5,7 +5,9 @@
 //! and names (`JAN`–`DEC`, `SUN`–`SAT`; `7` is Sunday too). As in Vixie cron, when
 //! both day-of-month and day-of-week are restricted, a day matching either counts.
 //! Hand-written because the cron crates pull in a date library and macro stacks for
-//! what is a page of code.
+//! what is a page of code. It is checked against one (`cron-parser`, a
+//! dev-dependency) by a property test over minutes, hours, days and months; that
+//! test found `*/2` in a day field running every day, fixed since.
 
 use manifest::UtcTime;
 
@@ -133,11 +135,14 @@ impl Schedule {
         }
         let by_month_day = bit(self.days_of_month, day_of_month);
         let by_week_day = bit(self.days_of_week, day_of_week);
-        match (self.day_of_month_restricted, self.day_of_week_restricted) {
-            (true, true) => by_month_day || by_week_day,
-            (true, false) => by_month_day,
-            (false, true) => by_week_day,
-            (false, false) => true,
+        // Vixie cron's rule: either day field counts only when both are restricted
+        // (neither starts with `*`); otherwise both sets must match. A `*/2` is
+        // "unrestricted" by that test but still only holds every other day, so
+        // its set is checked, not skipped.
+        if self.day_of_month_restricted && self.day_of_week_restricted {
+            by_month_day || by_week_day
+        } else {
+            by_month_day && by_week_day
         }
     }
 
