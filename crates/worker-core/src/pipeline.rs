@@ -37,7 +37,7 @@ use crate::adapter::{
     AdapterError, ErrorClass, FeedbackAdapter, FeedbackInput, JobContext, VisionAdapter,
     VisionInput,
 };
-use crate::vocabulary::{AnalysisStatus, Phase, SubmissionKind};
+use crate::vocabulary::{AnalysisStatus, Phase, SubmissionErrorCode, SubmissionKind};
 
 /// How one job ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,7 +45,7 @@ pub enum Outcome {
     /// Result written, job deleted.
     Completed,
     /// Submission and job marked failed with this code.
-    Failed(&'static str),
+    Failed(SubmissionErrorCode),
     /// Requeued with backoff after a transient error in this phase.
     Retried(Phase),
     /// Submission missing or already handled: job deleted.
@@ -437,15 +437,15 @@ impl Pipeline {
                 .await?;
             return Ok(Outcome::Retried(phase));
         }
-        let code = phase.failed_code().as_str();
+        let code = phase.failed_code();
         fence
             .transaction()
             .execute(
                 "select learning_worker_update_failed($1, $2, $3)",
-                &[&job.reference, &code, &error.message],
+                &[&job.reference, &code.as_str(), &error.message],
             )
             .await?;
-        fence.fail(code).await?;
+        fence.fail(code.as_str()).await?;
         Ok(Outcome::Failed(code))
     }
 

@@ -50,6 +50,7 @@ use crate::adapter::{AdapterError, ErrorClass};
 use crate::database::DatabaseProblem;
 use crate::error::Error;
 use crate::metrics::Metrics;
+use crate::metrics::Processed;
 use crate::pipeline::{JobControl, Outcome, Pipeline};
 use crate::readiness::{Readiness, STRIKES_BEFORE_CHARGING};
 
@@ -364,16 +365,16 @@ fn record(
     inflight.lock().expect("inflight lock").remove(&job_id);
     breaker.job_ended(job_id, &outcome);
     let status = match &outcome {
-        Outcome::Completed => Some("completed"),
+        Outcome::Completed => Some(Processed::Completed),
         Outcome::Failed(code) => {
-            metrics.failed(code);
-            Some("failed")
+            metrics.failed(*code);
+            Some(Processed::Failed)
         }
         Outcome::Retried(phase) => {
-            metrics.retried(phase.as_str());
-            Some("retried")
+            metrics.retried(*phase);
+            Some(Processed::Retried)
         }
-        Outcome::Skipped | Outcome::InvalidPayload => Some("skipped"),
+        Outcome::Skipped | Outcome::InvalidPayload => Some(Processed::Skipped),
         Outcome::LeaseLost => {
             tracing::warn!(job_id = %job_id, "lease lost: the job was cancelled and wrote nothing");
             metrics.lease_lost();

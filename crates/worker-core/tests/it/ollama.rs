@@ -5,11 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
+use fixtures::fake_ollama::{Answer, FEEDBACK_MODEL, FakeOllama, VISION_MODEL};
 use fixtures::{SubmissionKind, SubmissionRow, TestDb};
+use worker_core::metrics::Processed;
 use worker_core::ollama::{BaseUrl, OllamaAdapter, OllamaConfig};
 
 use crate::harness::Setup;
-use fixtures::fake_ollama::{Answer, FEEDBACK_MODEL, FakeOllama, VISION_MODEL};
 
 /// (analysis_status, error_code, job status or "none", job retry_count)
 type State = (String, Option<String>, String, i32);
@@ -303,8 +304,8 @@ async fn the_model_server_away_for_most_of_a_drain_fails_no_submission() {
     let (completed, failed, charged): (i64, i64, i64) =
         (states.get(0), states.get(1), states.get(2));
     assert_eq!((completed, failed, charged), (200, 0, 0));
-    assert_eq!(observers.metrics.processed_count("completed"), 200);
-    assert_eq!(observers.metrics.processed_count("retried"), 0);
+    assert_eq!(observers.metrics.processed_count(Processed::Completed), 200);
+    assert_eq!(observers.metrics.processed_count(Processed::Retried), 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

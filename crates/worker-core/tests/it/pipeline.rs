@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
+use fixtures::StubCalls;
 use fixtures::TestDb;
 use serde_json::Value;
-
-use fixtures::StubCalls;
+use worker_core::metrics::Processed;
 
 use crate::harness::Setup;
 
@@ -36,7 +36,7 @@ async fn drains_a_mix_completing_each_submission_once() {
 
     let metrics = Setup::new().call_log(log.clone()).drain(&db).await;
 
-    assert_eq!(metrics.processed_count("completed"), 12);
+    assert_eq!(metrics.processed_count(Processed::Completed), 12);
     let calls = StubCalls::read(&log);
     for submission in &submissions {
         let row = client
@@ -104,7 +104,7 @@ async fn transient_feedback_failure_is_retried_without_vision() {
 
     let first = setup.drain(&db).await;
 
-    assert_eq!(first.processed_count("retried"), 1);
+    assert_eq!(first.processed_count(Processed::Retried), 1);
     let row = client
         .query_one(
             "select j.status, j.retry_count, j.visible_at > now() + interval '9 seconds', \
@@ -139,7 +139,7 @@ async fn transient_feedback_failure_is_retried_without_vision() {
         .unwrap();
     let second = setup.drain(&db).await;
 
-    assert_eq!(second.processed_count("completed"), 1);
+    assert_eq!(second.processed_count(Processed::Completed), 1);
     let calls = StubCalls::read(&log);
     assert_eq!(calls.count("vision", submission.id), 1, "vision ran once");
     assert_eq!(calls.count("feedback", submission.id), 2);
@@ -197,8 +197,8 @@ async fn exhausted_retries_and_permanent_errors_fail_with_their_code() {
 
     let metrics = setup.drain(&db).await;
 
-    assert_eq!(metrics.processed_count("retried"), 2);
-    assert_eq!(metrics.processed_count("failed"), 1);
+    assert_eq!(metrics.processed_count(Processed::Retried), 2);
+    assert_eq!(metrics.processed_count(Processed::Failed), 1);
     let permanent = fixtures::submission()
         .insert_with_job(&client)
         .await
@@ -263,8 +263,8 @@ async fn handled_invisible_and_malformed_jobs_do_not_stop_the_others() {
 
     let metrics = Setup::new().drain(&db).await;
 
-    assert_eq!(metrics.processed_count("completed"), 1);
-    assert_eq!(metrics.processed_count("skipped"), 3);
+    assert_eq!(metrics.processed_count(Processed::Completed), 1);
+    assert_eq!(metrics.processed_count(Processed::Skipped), 3);
     let statuses: Vec<(String, String)> = client
         .query("select s.student_sub, s.analysis_status from learning_submissions s order by s.created_at", &[])
         .await
@@ -341,8 +341,8 @@ async fn a_submission_completed_meanwhile_keeps_the_other_result_and_loses_its_j
 
     let metrics = setup.drain(&db).await;
 
-    assert_eq!(metrics.processed_count("skipped"), 1);
-    assert_eq!(metrics.processed_count("completed"), 0);
+    assert_eq!(metrics.processed_count(Processed::Skipped), 1);
+    assert_eq!(metrics.processed_count(Processed::Completed), 0);
     let row = client
         .query_one(
             "select feedback_md, (select count(*) from learning_submission_jobs) \

@@ -6,13 +6,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use fixtures::TestDb;
+use fixtures::{FaultProxy, ProxyMode, StubCalls, eventually};
 use tokio_util::sync::CancellationToken;
 use worker_core::adapter::{
     AdapterError, AdapterFuture, FeedbackAdapter, FeedbackInput, FeedbackOutput, VisionAdapter,
     VisionInput, VisionOutput,
 };
-
-use fixtures::{FaultProxy, ProxyMode, StubCalls, eventually};
+use worker_core::metrics::Processed;
 use worker_core::pipeline::JobControl;
 
 use crate::harness::Setup;
@@ -57,7 +57,7 @@ async fn the_concurrency_cap_is_never_exceeded() {
 
     let metrics = setup.drain(&db).await;
 
-    assert_eq!(metrics.processed_count("completed"), 15);
+    assert_eq!(metrics.processed_count(Processed::Completed), 15);
     assert_eq!(
         adapter.max.load(Ordering::SeqCst),
         3,
@@ -85,7 +85,7 @@ async fn jobs_longer_than_the_lease_are_processed_once_by_two_workers() {
     let (first, second) = tokio::join!(setup.drain(&db), setup.drain(&db));
 
     assert_eq!(
-        first.processed_count("completed") + second.processed_count("completed"),
+        first.processed_count(Processed::Completed) + second.processed_count(Processed::Completed),
         4
     );
     let calls = StubCalls::read(&log);
@@ -143,7 +143,7 @@ async fn a_taken_over_lease_cancels_the_old_holder_and_it_writes_nothing() {
         .unwrap()
         .parse::<u64>()
         .unwrap();
-    let running_completed = metrics.processed_count("completed");
+    let running_completed = metrics.processed_count(Processed::Completed);
 
     assert_eq!(outcome, worker_core::pipeline::Outcome::Completed);
     assert_eq!(running_lost, 1, "the old holder lost its lease once");
