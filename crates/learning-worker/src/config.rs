@@ -92,7 +92,7 @@ pub fn load(settings: &Settings, env: &Environment) -> Result<Config, ConfigErro
             DATABASE_URLS.join(", ")
         ))
     })?;
-    let database = resolved
+    let mut database = resolved
         .dsn
         .to_tokio_postgres()
         .map_err(|reason| ConfigError(format!("{}: {reason}", resolved.variable)))?;
@@ -126,6 +126,7 @@ pub fn load(settings: &Settings, env: &Environment) -> Result<Config, ConfigErro
         1.0,
         &mut warnings,
     );
+    worker_core::connection::harden(&mut database, lease);
     let max_retries = lenient(
         settings.max_retries.as_deref(),
         "WORKER_MAX_RETRIES",

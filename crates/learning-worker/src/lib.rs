@@ -40,7 +40,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, Pool};
+use deadpool_postgres::Pool;
 use tokio_util::sync::CancellationToken;
 use worker_core::adapter::{FeedbackAdapter, VisionAdapter};
 use worker_core::database::DatabaseProblem;
@@ -103,10 +103,13 @@ impl Error {
 
 /// Runs `command` (`run`, `drain` or `check`) with `config` until it ends.
 pub async fn run(command: Command, config: Config) -> Result<ExitCode, Error> {
-    let pool = Pool::builder(Manager::new(config.database.clone(), config.tls.clone()))
-        .max_size(config.concurrency + 2)
-        .build()
-        .map_err(Error::Pool)?;
+    let pool = worker_core::connection::pool(
+        config.database.clone(),
+        config.tls.clone(),
+        config.concurrency + 2,
+        config.lease,
+    )
+    .map_err(Error::Pool)?;
     let (vision, feedback) = adapters(&config)?;
     if command == Command::Check {
         return Ok(check::run(&pool, &config, vision.as_ref(), feedback.as_ref()).await);
@@ -139,7 +142,7 @@ pub async fn run(command: Command, config: Config) -> Result<ExitCode, Error> {
     tracing::info!(source = config.variable, role = %role.name, "database configured");
 
     let pipeline = Arc::new(Pipeline {
-        queue: lease::Queue::new(pool, &worker_core::schema::queue_config()),
+        queue: worker_core::connection::queue(pool, config.lease),
         vision,
         feedback,
         max_retries: config.max_retries,

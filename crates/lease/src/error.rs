@@ -11,6 +11,10 @@ pub enum Error {
     /// A statement failed.
     #[error("queue statement failed")]
     Postgres(#[from] tokio_postgres::Error),
+    /// No answer within the queue's statement timeout: the database or the network
+    /// to it is stalled. The connection was discarded, not returned to the pool.
+    #[error("no answer from the database within {0:?}")]
+    Timeout(std::time::Duration),
     /// A configured table, column or channel name is not a plain identifier.
     #[error("{what} `{name}` is not a plain SQL identifier")]
     InvalidName {

@@ -82,8 +82,8 @@ impl Drop for Listener {
 pub trait ListenerTls:
     MakeTlsConnect<
         Socket,
-        Stream: Send + 'static,
-        TlsConnect: Send + TlsConnect<Socket, Future: Send>,
+        Stream: Send + Sync + 'static,
+        TlsConnect: Send + Sync + TlsConnect<Socket, Future: Send>,
     > + Clone
     + Send
     + Sync
@@ -94,8 +94,8 @@ pub trait ListenerTls:
 impl<T> ListenerTls for T where
     T: MakeTlsConnect<
             Socket,
-            Stream: Send + 'static,
-            TlsConnect: Send + TlsConnect<Socket, Future: Send>,
+            Stream: Send + Sync + 'static,
+            TlsConnect: Send + Sync + TlsConnect<Socket, Future: Send>,
         > + Clone
         + Send
         + Sync

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use deadpool_postgres::{ClientWrapper, Pool, Transaction};
+use deadpool_postgres::{ClientWrapper, Object, Pool, Transaction};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -18,6 +18,7 @@ use crate::error::Error;
 pub struct QueueConfig {
     table: String,
     reference_column: String,
+    statement_timeout: Option<Duration>,
 }
 
 impl QueueConfig {
@@ -40,7 +41,18 @@ impl QueueConfig {
         Ok(QueueConfig {
             table,
             reference_column,
+            statement_timeout: None,
         })
+    }
+
+    /// Bounds every queue operation, the wait for its connection included, to
+    /// `timeout`. Without it, a network that silently drops packets stalls a call
+    /// until the kernel gives up on the connection (many minutes). A call that
+    /// times out fails with [`Error::Timeout`] and its connection is discarded: a
+    /// reply may still be owed on it, and whoever got it next would wait for that.
+    pub fn with_statement_timeout(mut self, timeout: Duration) -> QueueConfig {
+        self.statement_timeout = Some(timeout);
+        self
     }
 }
 
@@ -81,6 +93,7 @@ pub struct LeasedJob {
 pub struct Queue {
     pool: Pool,
     sql: Arc<Statements>,
+    statement_timeout: Option<Duration>,
 }
 
 struct Statements {
@@ -102,6 +115,7 @@ impl Statements {
         let QueueConfig {
             table,
             reference_column,
+            ..
         } = config;
         let fenced = "where id = $1 and lease_key = $2 and status = 'leased'";
         Statements {
@@ -173,12 +187,38 @@ impl Queue {
         Queue {
             pool,
             sql: Arc::new(Statements::new(config)),
+            statement_timeout: config.statement_timeout,
         }
     }
 
     /// The pool, for the caller's own reads.
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// Runs `work` on a connection from the pool within the statement timeout (see
+    /// [`QueueConfig::with_statement_timeout`]); the queue's own operations all go
+    /// through here, and callers' statements (their reads, fenced writes) may too.
+    pub async fn bounded<T>(
+        &self,
+        work: impl AsyncFnOnce(&mut Object) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let Some(timeout) = self.statement_timeout else {
+            let mut client = self.pool.get().await?;
+            return work(&mut client).await;
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut client = tokio::time::timeout_at(deadline, self.pool.get())
+            .await
+            .map_err(|_| Error::Timeout(timeout))??;
+        match tokio::time::timeout_at(deadline, work(&mut client)).await {
+            Ok(result) => result,
+            Err(_) => {
+                // Never back into the pool: its connection may still owe a reply.
+                drop(Object::take(client));
+                Err(Error::Timeout(timeout))
+            }
+        }
     }
 
     /// Leases up to `limit` jobs for `lease`, in one statement, by the database clock
@@ -192,11 +232,14 @@ impl Queue {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let client = self.pool.get().await?;
-        let statement = client.prepare_cached(&self.sql.lease).await?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = client
-            .query(&statement, &[&limit, &now, &lease.as_secs_f64()])
+        let rows = self
+            .bounded(async |client| {
+                let statement = client.prepare_cached(&self.sql.lease).await?;
+                Ok(client
+                    .query(&statement, &[&limit, &now, &lease.as_secs_f64()])
+                    .await?)
+            })
             .await?;
         Ok(rows
             .iter()
@@ -221,10 +264,13 @@ impl Queue {
         if keys.is_empty() {
             return Ok(HashSet::new());
         }
-        let client = self.pool.get().await?;
-        let statement = client.prepare_cached(&self.sql.heartbeat).await?;
-        let rows = client
-            .query(&statement, &[&keys, &now, &lease.as_secs_f64()])
+        let rows = self
+            .bounded(async |client| {
+                let statement = client.prepare_cached(&self.sql.heartbeat).await?;
+                Ok(client
+                    .query(&statement, &[&keys, &now, &lease.as_secs_f64()])
+                    .await?)
+            })
             .await?;
         Ok(rows.iter().map(|row| row.get(0)).collect())
     }
@@ -256,12 +302,14 @@ impl Queue {
 
     /// Merges `patch` into the job's payload, fenced; `false` if the lease is lost.
     pub async fn merge_payload(&self, job: &LeasedJob, patch: &Value) -> Result<bool, Error> {
-        let client = self.pool.get().await?;
-        let statement = client.prepare_cached(&self.sql.merge_payload).await?;
-        Ok(client
-            .execute(&statement, &[&job.id, &job.lease_key, patch])
-            .await?
-            == 1)
+        self.bounded(async |client| {
+            let statement = client.prepare_cached(&self.sql.merge_payload).await?;
+            Ok(client
+                .execute(&statement, &[&job.id, &job.lease_key, patch])
+                .await?
+                == 1)
+        })
+        .await
     }
 
     /// Completes (deletes) many jobs in one fenced statement, for jobs that have
@@ -273,9 +321,12 @@ impl Queue {
         }
         let ids: Vec<Uuid> = jobs.iter().map(|job| job.id).collect();
         let keys: Vec<Uuid> = jobs.iter().map(|job| job.lease_key).collect();
-        let client = self.pool.get().await?;
-        let statement = client.prepare_cached(&self.sql.complete_many).await?;
-        let rows = client.query(&statement, &[&ids, &keys]).await?;
+        let rows = self
+            .bounded(async |client| {
+                let statement = client.prepare_cached(&self.sql.complete_many).await?;
+                Ok(client.query(&statement, &[&ids, &keys]).await?)
+            })
+            .await?;
         Ok(rows.iter().map(|row| row.get(0)).collect())
     }
 
@@ -299,20 +350,24 @@ impl Queue {
         let mut all: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
             vec![&job.id, &job.lease_key];
         all.extend_from_slice(params);
-        let client = self.pool.get().await?;
-        let statement = client.prepare_cached(&sql).await?;
-        Ok(client.query(&statement, &all).await?.len() == 1)
+        self.bounded(async |client| {
+            let statement = client.prepare_cached(&sql).await?;
+            Ok(client.query(&statement, &all).await?.len() == 1)
+        })
+        .await
     }
 
     /// Puts the job back, fenced and in its own transaction; `false` if the lease
     /// was already lost.
     pub async fn release(&self, job: &LeasedJob) -> Result<bool, Error> {
-        let client = self.pool.get().await?;
-        let statement = client.prepare_cached(&self.sql.release).await?;
-        Ok(client
-            .execute(&statement, &[&job.id, &job.lease_key])
-            .await?
-            == 1)
+        self.bounded(async |client| {
+            let statement = client.prepare_cached(&self.sql.release).await?;
+            Ok(client
+                .execute(&statement, &[&job.id, &job.lease_key])
+                .await?
+                == 1)
+        })
+        .await
     }
 }
 

@@ -80,6 +80,7 @@
 //! ```
 
 pub mod adapter;
+pub mod connection;
 pub mod database;
 mod error;
 pub mod health;

@@ -331,35 +331,40 @@ impl Pipeline {
         job: &LeasedJob,
         student_sub: &str,
     ) -> Result<Option<Submission>, Failure> {
-        let client = self.queue.pool().get().await?;
-        let act_as = client
-            .prepare_cached("select set_config('app.current_sub', $1, true)")
+        let row = self
+            .queue
+            .bounded(async |client| {
+            let act_as = client
+                .prepare_cached("select set_config('app.current_sub', $1, true)")
+                .await?;
+            let read = client
+                .prepare_cached(
+                    "select s.kind, s.text_body, s.storage_key, s.mime_type, s.size_bytes, s.sha256, \
+                            s.analysis_status, s.internal_metadata, t.instruction_md, t.criteria \
+                     from learning_submissions s left join unit_tasks t on t.id = s.task_id \
+                     where s.id = $1",
+                )
+                .await?;
+            // Requests go out in the order they are first polled; `biased` polls in
+            // the written order.
+            let (act_as_params, read_params): (
+                [&(dyn tokio_postgres::types::ToSql + Sync); 1],
+                [&(dyn tokio_postgres::types::ToSql + Sync); 1],
+            ) = ([&student_sub], [&job.reference]);
+            let (begun, acting, row, committed) = tokio::join!(
+                biased;
+                client.batch_execute("begin"),
+                client.execute(&act_as, &act_as_params),
+                client.query_opt(&read, &read_params),
+                client.batch_execute("commit"),
+            );
+            begun?;
+            acting?;
+            let row = row?;
+            committed?;
+                Ok(row)
+            })
             .await?;
-        let read = client
-            .prepare_cached(
-                "select s.kind, s.text_body, s.storage_key, s.mime_type, s.size_bytes, s.sha256, \
-                        s.analysis_status, s.internal_metadata, t.instruction_md, t.criteria \
-                 from learning_submissions s left join unit_tasks t on t.id = s.task_id \
-                 where s.id = $1",
-            )
-            .await?;
-        // Requests go out in the order they are first polled; `biased` polls in
-        // the written order.
-        let (act_as_params, read_params): (
-            [&(dyn tokio_postgres::types::ToSql + Sync); 1],
-            [&(dyn tokio_postgres::types::ToSql + Sync); 1],
-        ) = ([&student_sub], [&job.reference]);
-        let (begun, acting, row, committed) = tokio::join!(
-            biased;
-            client.batch_execute("begin"),
-            client.execute(&act_as, &act_as_params),
-            client.query_opt(&read, &read_params),
-            client.batch_execute("commit"),
-        );
-        begun?;
-        acting?;
-        let row = row?;
-        committed?;
         let Some(row) = row else {
             return Ok(None);
         };
@@ -417,36 +422,39 @@ impl Pipeline {
         // A backend failure reaches here only when the job is charged for it.
         let retry = error.class != ErrorClass::Permanent && job.retry_count < self.max_retries;
         tracing::warn!(job_id = %job.id, submission_id = %job.reference, phase = phase.as_str(), class = ?error.class, error = %error.message, retry, "adapter failed");
-        let mut client = self.queue.pool().get().await?;
-        let Some(fence) = self.queue.fence(&mut client, job).await? else {
-            return Ok(Outcome::LeaseLost);
-        };
-        if retry {
-            fence
-                .transaction()
-                .execute(
-                    "select learning_worker_mark_retry($1, $2, $3, now())",
-                    &[&job.reference, &phase.as_str(), &error.message],
-                )
-                .await?;
-            fence
-                .retry(
-                    retry_delay(self.backoff, job.retry_count, random_fraction()),
-                    None,
-                )
-                .await?;
-            return Ok(Outcome::Retried(phase));
-        }
-        let code = phase.failed_code();
-        fence
-            .transaction()
-            .execute(
-                "select learning_worker_update_failed($1, $2, $3)",
-                &[&job.reference, &code.as_str(), &error.message],
-            )
-            .await?;
-        fence.fail(code.as_str()).await?;
-        Ok(Outcome::Failed(code))
+        self.queue
+            .bounded(async |client| {
+                let Some(fence) = self.queue.fence(client, job).await? else {
+                    return Ok(Outcome::LeaseLost);
+                };
+                if retry {
+                    fence
+                        .transaction()
+                        .execute(
+                            "select learning_worker_mark_retry($1, $2, $3, now())",
+                            &[&job.reference, &phase.as_str(), &error.message],
+                        )
+                        .await?;
+                    fence
+                        .retry(
+                            retry_delay(self.backoff, job.retry_count, random_fraction()),
+                            None,
+                        )
+                        .await?;
+                    return Ok(Outcome::Retried(phase));
+                }
+                let code = phase.failed_code();
+                fence
+                    .transaction()
+                    .execute(
+                        "select learning_worker_update_failed($1, $2, $3)",
+                        &[&job.reference, &code.as_str(), &error.message],
+                    )
+                    .await?;
+                fence.fail(code.as_str()).await?;
+                Ok(Outcome::Failed(code))
+            })
+            .await
     }
 
     /// Ends the job (delete, or mark failed) in a fenced transaction of its own.
@@ -456,15 +464,20 @@ impl Pipeline {
         transition: Transition,
         outcome: Outcome,
     ) -> Result<Outcome, Failure> {
-        let mut client = self.queue.pool().get().await?;
-        let Some(fence) = self.queue.fence(&mut client, job).await? else {
-            return Ok(Outcome::LeaseLost);
-        };
-        match transition {
-            Transition::Delete => fence.complete().await?,
-            Transition::Fail(code) => fence.fail(code).await?,
-        }
-        Ok(outcome)
+        let ended = self
+            .queue
+            .bounded(async |client| {
+                let Some(fence) = self.queue.fence(client, job).await? else {
+                    return Ok(false);
+                };
+                match transition {
+                    Transition::Delete => fence.complete().await?,
+                    Transition::Fail(code) => fence.fail(code).await?,
+                }
+                Ok(true)
+            })
+            .await?;
+        Ok(if ended { outcome } else { Outcome::LeaseLost })
     }
 
     /// Returns the job to the queue after an unexpected (database) error. The

@@ -175,7 +175,10 @@ pub async fn run(
                         () = tokio::time::sleep(database_backoff) => {}
                         () = shutdown.cancelled() => {}
                     }
-                    database_backoff = (database_backoff * 2).min(Duration::from_secs(5));
+                    // Capped so that the worker is back within a third of a lease
+                    // once the database is.
+                    database_backoff = (database_backoff * 2)
+                        .min(crate::connection::statement_timeout(config.lease));
                     continue;
                 }
             }

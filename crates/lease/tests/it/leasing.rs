@@ -399,3 +399,47 @@ async fn job_ids_left(client: &tokio_postgres::Client) -> Vec<uuid::Uuid> {
     ids.sort();
     ids
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_connection_times_out_and_is_not_handed_out_again() {
+    let db = TestDb::new().await.unwrap();
+    let client = db.connect().await.unwrap();
+    fixtures::job().insert(&client).await.unwrap();
+    let proxy = fixtures::FaultProxy::start(db.tcp_addr()).unwrap();
+    let pool = deadpool_postgres::Pool::builder(deadpool_postgres::Manager::new(
+        db.config_via(proxy.addr()),
+        tokio_postgres::NoTls,
+    ))
+    .max_size(1)
+    .build()
+    .unwrap();
+    let timeout = Duration::from_millis(500);
+    let config = QueueConfig::new("public.learning_submission_jobs", "submission_id")
+        .unwrap()
+        .with_statement_timeout(timeout);
+    let queue = Queue::new(pool, &config);
+    // The one connection exists and works.
+    assert!(
+        queue
+            .heartbeat(&[uuid::Uuid::nil()], LEASE, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    proxy.set(fixtures::ProxyMode::Blackhole);
+    let stalled = queue.heartbeat(&[uuid::Uuid::nil()], LEASE, None).await;
+    assert!(
+        matches!(stalled, Err(lease::Error::Timeout(after)) if after == timeout),
+        "{stalled:?}"
+    );
+    assert_eq!(
+        queue.pool().status().size,
+        0,
+        "the stalled connection left the pool"
+    );
+
+    proxy.set(fixtures::ProxyMode::Pass);
+    let jobs = queue.lease(1, LEASE, None).await.unwrap();
+    assert_eq!(jobs.len(), 1, "a fresh connection serves at once");
+}

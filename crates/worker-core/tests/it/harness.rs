@@ -5,9 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, Pool};
 use fixtures::TestDb;
-use lease::Queue;
 use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 use worker_core::adapter::{FeedbackAdapter, VisionAdapter};
@@ -65,14 +63,13 @@ impl Setup {
         self.pipeline_on(db.worker_config())
     }
 
-    fn pipeline_on(&self, database: tokio_postgres::Config) -> Arc<Pipeline> {
-        let pool = Pool::builder(Manager::new(database, NoTls))
-            .max_size(4)
-            .build()
-            .unwrap();
+    /// The pipeline the binary builds: bounded statements, a hardened pool.
+    fn pipeline_on(&self, mut database: tokio_postgres::Config) -> Arc<Pipeline> {
+        worker_core::connection::harden(&mut database, self.lease);
+        let pool = worker_core::connection::pool(database, NoTls, 4, self.lease).unwrap();
         let stub = Arc::new(self.stub.clone());
         Arc::new(Pipeline {
-            queue: Queue::new(pool, &worker_core::schema::queue_config()),
+            queue: worker_core::connection::queue(pool, self.lease),
             vision: self.vision.clone().unwrap_or_else(|| stub.clone()),
             feedback: self.feedback.clone().unwrap_or(stub),
             max_retries: self.max_retries,
@@ -136,6 +133,7 @@ impl Setup {
         ));
         Running {
             metrics: observers.metrics,
+            readiness: observers.readiness,
             shutdown,
             handle,
         }
@@ -144,6 +142,7 @@ impl Setup {
 
 pub(crate) struct Running {
     pub(crate) metrics: Arc<worker_core::metrics::Metrics>,
+    pub(crate) readiness: Arc<worker_core::readiness::Readiness>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) handle: tokio::task::JoinHandle<Result<(), worker_core::Error>>,
 }

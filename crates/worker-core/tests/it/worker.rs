@@ -390,3 +390,70 @@ async fn a_panicking_job_neither_stops_the_worker_nor_keeps_its_lease() {
     .await;
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partitioned_worker_is_unready_within_two_leases_and_works_within_one_after_the_heal() {
+    let db = TestDb::new().await.unwrap();
+    let client = db.connect().await.unwrap();
+    let proxy = FaultProxy::start(db.tcp_addr()).unwrap();
+    let mut setup = Setup::new();
+    setup.lease = Duration::from_secs(6);
+    setup.poll_interval = Duration::from_millis(200);
+    let running = setup.spawn_on(db.worker_config_via(proxy.addr()));
+    fixtures::job().insert(&client).await.unwrap();
+    eventually(
+        &client,
+        "select count(*) = 0 from learning_submission_jobs",
+        "the first job is done before the cut",
+    )
+    .await;
+
+    // A cut that neither heals nor resets: nothing but the worker's own bounds
+    // can tell it apart from a slow database.
+    proxy.set(ProxyMode::Blackhole);
+    fixtures::wait_until(
+        "the worker reports the database unreachable",
+        setup.lease * 2,
+        async || {
+            running.readiness.database()
+                == Some(worker_core::database::DatabaseProblem::Unreachable)
+        },
+    )
+    .await;
+    let during = fixtures::job().insert(&client).await.unwrap();
+
+    proxy.set(ProxyMode::Pass);
+    fixtures::wait_until("the worker is ready again", setup.lease, async || {
+        running.readiness.database().is_none()
+    })
+    .await;
+    let after = fixtures::job().insert(&client).await.unwrap();
+    let gone = async |id: uuid::Uuid| -> bool {
+        client
+            .query_one(
+                "select not exists (select 1 from learning_submission_jobs where id = $1)",
+                &[&id],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    };
+    fixtures::wait_until(
+        "a job enqueued after the heal is done",
+        setup.lease,
+        async || gone(after.id).await,
+    )
+    .await;
+    // A lease statement that sat in the black hole reaches the server when the cut
+    // heals and leases the job to a caller that stopped waiting: it is done once
+    // that lease has run out.
+    fixtures::wait_until(
+        "the job enqueued during the cut is done",
+        setup.lease * 2,
+        async || gone(during.id).await,
+    )
+    .await;
+    let completed = fixtures::completed_submissions(&client).await;
+    running.stop().await;
+    assert_eq!(completed, 3, "every job completed, once each");
+}
