@@ -34,7 +34,8 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(Error::Config(error)) => configuration_error(&error),
         Err(error) => {
-            tracing::error!(error = %chain(&error), "fatal error");
+            // tracing prints an error's sources too (`error.sources=[…]`).
+            tracing::error!(error = &error as &dyn std::error::Error, "fatal error");
             error.exit_code()
         }
     }
@@ -43,16 +44,4 @@ fn main() -> ExitCode {
 fn configuration_error(error: &ConfigError) -> ExitCode {
     eprintln!("learning-worker: configuration error: {error}");
     ExitCode::from(2)
-}
-
-/// The error and its causes, `: `-separated, as one log field.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
