@@ -11,7 +11,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::{Context as _, ensure};
+use e2e_tests::{
+    STORAGE_KEYS_SQL, SUBMISSION_KINDS_SQL, SUMMARY_SQL, TABLES, check_all_completed,
+    fingerprint_sql, write_stored_files,
+};
 use fixtures::seed::{self, Kinds};
 use xshell::{Shell, cmd};
 
@@ -21,12 +25,6 @@ use crate::project_root;
 const TEXT_SUBMISSIONS: u32 = 60;
 const IMAGE_SUBMISSIONS: u32 = 25;
 const PDF_SUBMISSIONS: u32 = 15;
-const TABLES: [&str; 4] = [
-    "courses",
-    "unit_tasks",
-    "learning_submissions",
-    "learning_submission_jobs",
-];
 
 /// Environment variables of the caller that could override what e2e configures.
 const INHERITED_CONFIGURATION: [&str; 10] = [
@@ -167,9 +165,7 @@ pub(crate) fn run(sh: &Shell) -> anyhow::Result<()> {
     restored.stdin_bytes(sql)?;
     let mut compared = Vec::new();
     for table in TABLES {
-        let fingerprint = format!(
-            "select count(*) || ' ' || coalesce(md5(string_agg(t::text, ',' order by t::text)), '') from {table} t"
-        );
+        let fingerprint = fingerprint_sql(table);
         let (source, copy) = (db.query(&fingerprint)?, restored.query(&fingerprint)?);
         ensure!(
             source == copy,
@@ -205,44 +201,18 @@ fn seed(db: &Db<'_>, storage: &Path) -> anyhow::Result<()> {
             })
             .sql()
     ))?;
-    let keys =
-        db.query("select storage_key from learning_submissions where storage_key is not null")?;
-    for key in keys.lines() {
-        let path = storage.join(key);
-        std::fs::create_dir_all(path.parent().context("a storage key has a directory")?)?;
-        let bytes = if key.ends_with(".png") {
-            fixtures::SAMPLE_PNG
-        } else {
-            fixtures::SAMPLE_PDF
-        };
-        std::fs::write(path, bytes)?;
-    }
+    write_stored_files(storage, &db.query(STORAGE_KEYS_SQL)?)?;
     Ok(())
 }
 
+/// The shared scenario checks (`e2e_tests`), on what psql reads back.
 fn check_exactly_once(db: &Db<'_>, calls: &Path, total: usize) -> anyhow::Result<()> {
-    let summary = db.query(
-        "select count(*) filter (where analysis_status = 'completed') || ' ' || count(*) || ' ' || \
-                (select count(*) from learning_submission_jobs) from learning_submissions",
-    )?;
-    ensure!(
-        summary == format!("{total} {total} 0"),
-        "completed / submissions / jobs left = {summary}, expected {total} {total} 0"
-    );
-    let log = fixtures::StubCalls::read(calls);
-    let submissions = db.query("select id || ' ' || kind from learning_submissions")?;
-    for line in submissions.lines() {
-        let (id, kind) = line.split_once(' ').context("id and kind")?;
-        let id = id.parse().context("a uuid")?;
-        let expected_vision = usize::from(kind != "text");
-        let (vision, feedback) = (log.count("vision", id), log.count("feedback", id));
-        if vision != expected_vision || feedback != 1 {
-            bail!(
-                "submission {id} ({kind}): {vision} vision and {feedback} feedback calls; expected {expected_vision} and 1"
-            );
-        }
-    }
-    Ok(())
+    check_all_completed(&db.query(SUMMARY_SQL)?, total).map_err(anyhow::Error::msg)?;
+    e2e_tests::check_exactly_once(
+        &db.query(SUBMISSION_KINDS_SQL)?,
+        &fixtures::StubCalls::read(calls),
+    )
+    .map_err(anyhow::Error::msg)
 }
 
 fn newest_backup(backups: &Path) -> anyhow::Result<PathBuf> {
