@@ -1,4 +1,5 @@
-//! The SQL schema of `shared/spec/schema.md`, embedded in the binary and applied as
+//! The SQL schema the worker relies on (`schema.sql`: tables, row-level security,
+//! the result helpers, the notify trigger), embedded in the binary and applied as
 //! one transaction.
 //!
 //! The script is idempotent (`create … if not exists`, `create or replace`, drop-and-

@@ -1,4 +1,4 @@
-//! The schema contract of `shared/spec/schema.md`, checked against a real server.
+//! The schema contract (`schema.sql`) checked against a real server.
 
 use std::time::Duration;
 
