@@ -99,7 +99,9 @@ async fn two_workers_complete_each_submission_once_and_the_backup_restores_ident
     let verified = backup_cron::inspect::verify(&backups);
     assert!(verified.good, "{}", verified.text);
 
-    let newest = manifest_dir(&backups);
+    let runs = manifest::BackupDir::new(&backups).list().unwrap();
+    assert_eq!(runs.len(), 1, "one run directory: {runs:?}");
+    let newest = backups.join(&runs[0].name);
     let mut dump = Vec::new();
     flate2::read::GzDecoder::new(std::fs::File::open(newest.join("supabase_db.sql.gz")).unwrap())
         .read_to_end(&mut dump)
@@ -152,15 +154,4 @@ async fn two_workers_complete_each_submission_once_and_the_backup_restores_ident
         .batch_execute(&format!("drop database {restored}"))
         .await
         .unwrap();
-}
-
-/// The one run directory `backup-cron` created below `backups`.
-fn manifest_dir(backups: &std::path::Path) -> std::path::PathBuf {
-    let mut dirs: Vec<_> = std::fs::read_dir(backups)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.join("manifest.json").is_file())
-        .collect();
-    assert_eq!(dirs.len(), 1, "{dirs:?}");
-    dirs.remove(0)
 }

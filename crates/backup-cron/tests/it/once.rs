@@ -298,26 +298,27 @@ async fn verify_full_tls_reaches_pg_dump_and_a_wrong_host_or_ca_fails_the_run() 
     let stranger = fixtures::TestCa::new().unwrap();
     let server = fixtures::Server::private_with_tls(&ca).unwrap();
     let mut world = World::on(fixtures::TestDb::on(server).await.unwrap()).await;
-    let url = world.db.url_as(&world.role, PASSWORD);
     let on_host = |host: &str, ca: &fixtures::TestCa| {
-        let url = url.replacen(&format!("@{}:", fixtures::HOST), &format!("@{host}:"), 1);
         format!(
-            "{url}?sslmode=verify-full&sslrootcert={}",
+            "{}?sslmode=verify-full&sslrootcert={}",
+            world.db.url_as_on(host, &world.role, PASSWORD),
             ca.ca_cert().display()
         )
     };
+    let (right, wrong_host, unknown_ca) = (
+        on_host(fixtures::TLS_HOST, &ca),
+        on_host(fixtures::HOST, &ca),
+        on_host(fixtures::TLS_HOST, &stranger),
+    );
 
-    world.set("SESSION_DATABASE_URL", &on_host(fixtures::TLS_HOST, &ca));
+    world.set("SESSION_DATABASE_URL", &right);
     let output = tokio::task::block_in_place(|| world.run(&["once"]));
     let (stdout, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
 
     for (dsn, cause) in [
-        (on_host(fixtures::HOST, &ca), "does not match host name"),
-        (
-            on_host(fixtures::TLS_HOST, &stranger),
-            "certificate verify failed",
-        ),
+        (wrong_host, "does not match host name"),
+        (unknown_ca, "certificate verify failed"),
     ] {
         world.set("SESSION_DATABASE_URL", &dsn);
         let output = tokio::task::block_in_place(|| world.run(&["once"]));

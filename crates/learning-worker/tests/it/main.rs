@@ -691,8 +691,7 @@ async fn a_running_worker_with_a_wrong_password_stays_unready_and_says_why() {
 /// A DSN for `db` as `gustav_worker` on `host` (`localhost`, the name the test
 /// certificate carries, or `127.0.0.1`), with extra query parameters.
 fn tls_dsn(db: &TestDb, host: &str, query: &str) -> String {
-    let url = db.url_as("gustav_worker", db.server().worker_password());
-    let url = url.replacen(&format!("@{}:", fixtures::HOST), &format!("@{host}:"), 1);
+    let url = db.url_as_on(host, "gustav_worker", db.server().worker_password());
     format!("{url}?{query}")
 }
 

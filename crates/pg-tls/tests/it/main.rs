@@ -28,13 +28,8 @@ fn world() -> &'static World {
 
 /// A DSN for `db` on `host`, with the given query (sslmode, sslrootcert).
 fn dsn(db: &TestDb, host: &str, query: &str) -> dsn::Dsn {
-    let port = db.tcp_addr().port();
-    let password = db.server().worker_password();
-    let url = format!(
-        "postgresql://gustav_worker:{password}@{host}:{port}/{}?{query}",
-        db.name()
-    );
-    dsn::Dsn::parse(&url).unwrap()
+    let url = db.url_as_on(host, "gustav_worker", db.server().worker_password());
+    dsn::Dsn::parse(&format!("{url}?{query}")).unwrap()
 }
 
 /// Connects as the DSN says; `Ok(true)` when the session is encrypted.
