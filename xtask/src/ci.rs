@@ -1,6 +1,8 @@
 //! `cargo xtask ci`: the only CI entry point, so a local run and CI behave alike:
 //! fmt, clippy, the docs with warnings as errors (broken links, missing docs),
-//! build the tests (timed on its own), run them, then `e2e` and `chaos --quick`.
+//! build the tests (timed on its own), run them, package every library and binary
+//! crate as crates.io would receive it (and build each package alone), then the
+//! out-of-tree consumer, `e2e` and `chaos --quick`.
 
 use std::time::Instant;
 
@@ -27,6 +29,15 @@ pub(crate) fn run(sh: &Shell) -> anyhow::Result<()> {
     })?;
     step("test", || {
         cmd!(sh, "{cargo} test --workspace --locked").run()
+    })?;
+    step("package", || {
+        // `--allow-dirty`: a local run packages the tree as it is, which is what CI's
+        // clean checkout packages too.
+        cmd!(
+            sh,
+            "{cargo} package --workspace --locked --allow-dirty --exclude fixtures --exclude e2e-tests --exclude xtask"
+        )
+        .run()
     })?;
     step("consumer", || crate::consumer::run(sh))?;
     step("e2e", || crate::e2e::run(sh))?;

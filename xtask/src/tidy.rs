@@ -37,15 +37,29 @@ fn libraries_do_not_use_anyhow() {
 }
 
 #[test]
-fn internal_dependencies_have_no_version() {
+fn internal_dependencies_are_pinned_to_the_workspace_version() {
     let manifest = fs::read_to_string(project_root().join("Cargo.toml")).unwrap();
+    let version = manifest
+        .lines()
+        .find_map(|line| line.strip_prefix("version = \""))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .expect("[workspace.package] names a version");
+    let pin = format!("version = \"={version}\"");
+    let test_only = ["fixtures = ", "e2e-tests = "];
     let offenders: Vec<_> = manifest
         .lines()
-        .filter(|line| line.contains("path = ") && line.contains("version"))
+        .filter(|line| line.contains("path = "))
+        .filter(|line| {
+            if test_only.iter().any(|name| line.starts_with(name)) {
+                line.contains("version")
+            } else {
+                !line.contains(&pin)
+            }
+        })
         .collect();
     assert!(
         offenders.is_empty(),
-        "internal dependencies with a version: {offenders:#?}"
+        "internal dependencies must carry `{pin}` (test-only crates no version): {offenders:#?}"
     );
     for member in member_manifests() {
         let text = fs::read_to_string(&member).unwrap();
@@ -54,6 +68,11 @@ fn internal_dependencies_have_no_version() {
                 .lines()
                 .any(|line| line.contains("path = \"") && !line.starts_with("path")),
             "{} names a path dependency itself; use `.workspace = true`",
+            member.display()
+        );
+        assert!(
+            text.contains("version.workspace = true"),
+            "{} has a version of its own; use `version.workspace = true`",
             member.display()
         );
     }

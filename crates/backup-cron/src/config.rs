@@ -144,13 +144,12 @@ pub fn schedule(settings: &Scheduling) -> Result<Schedule, Error> {
 
 /// `LOG_FORMAT`.
 pub fn log_format(common: &Common) -> Result<LogFormat, Error> {
-    match non_empty(common.log_format.as_deref()).unwrap_or("text") {
-        "text" => Ok(LogFormat::Text),
-        "json" => Ok(LogFormat::Json),
-        other => Err(Error::Config(format!(
-            "LOG_FORMAT: expected text or json, got {other:?}"
-        ))),
-    }
+    common
+        .log_format
+        .as_deref()
+        .unwrap_or_default()
+        .parse()
+        .map_err(|error: service_log::InvalidLogFormat| Error::Config(error.to_string()))
 }
 
 /// `26h`, `90m`, `2d`, `3600s`, `1d12h`, or plain seconds.

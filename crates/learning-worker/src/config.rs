@@ -26,15 +26,6 @@ impl From<dsn::Error> for ConfigError {
     }
 }
 
-/// `LOG_FORMAT`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
 /// `AI_BACKEND`.
 pub enum Backend {
     /// Deterministic, no network.
@@ -74,14 +65,13 @@ pub struct Config {
 }
 
 /// `LOG_FORMAT`, read before everything else so that later errors are logged in it.
-pub fn log_format(settings: &Settings) -> Result<LogFormat, ConfigError> {
-    match non_empty(settings.log_format.as_deref()).unwrap_or("text") {
-        "text" => Ok(LogFormat::Text),
-        "json" => Ok(LogFormat::Json),
-        other => Err(ConfigError(format!(
-            "LOG_FORMAT: expected text or json, got {other:?}"
-        ))),
-    }
+pub fn log_format(settings: &Settings) -> Result<service_log::LogFormat, ConfigError> {
+    settings
+        .log_format
+        .as_deref()
+        .unwrap_or_default()
+        .parse()
+        .map_err(|error: service_log::InvalidLogFormat| ConfigError(error.to_string()))
 }
 
 /// The validated configuration from flags and environment.
