@@ -8,7 +8,11 @@
 //! - `GET /metrics`: the Prometheus text exposition.
 //!
 //! Hand-written (request line in, one response out, connection closed): three
-//! fixed routes do not justify an HTTP stack in the dependency tree.
+//! fixed routes do not justify an HTTP stack in the dependency tree. What a client
+//! receives is read in `learning-worker`'s process test by `httparse` (hyper's
+//! parser), including requests split across writes, 9 KB of garbage, a POST and a
+//! client that closes after the request line; a client that never finishes its
+//! headers is dropped after 10 s.
 
 use std::time::Duration;
 

@@ -4,7 +4,8 @@
 //! all come from closed sets ([`Processed`], [`Phase`], [`SubmissionErrorCode`]),
 //! so nothing ever needs escaping, and the text format's rules that matter here
 //! (`# HELP`/`# TYPE` before a family's samples, cumulative buckets ending in
-//! `+Inf` equal to `_count`) are checked by a unit test of the output.
+//! `+Inf` equal to `_count`) are checked by a unit test of the output, which also
+//! hands it to Prometheus's own `promtool check metrics` (parser and naming lint).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -278,6 +279,7 @@ mod tests {
         metrics.lease_lost();
         let text = metrics.render();
         check_exposition(&text);
+        fixtures::reference::promtool_check_metrics(&text).unwrap();
         for line in [
             "analysis_jobs_inflight 2",
             "ai_worker_processed_total{status=\"completed\"} 1",

@@ -363,16 +363,35 @@ fn free_loopback_addr() -> String {
 }
 
 fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let response = http_exchange(
+        addr,
+        &[format!("GET {path} HTTP/1.1\r\nhost: test\r\n\r\n").as_bytes()],
+        false,
+    );
+    (response.status, String::from_utf8(response.body).unwrap())
+}
+
+/// Sends `pieces` one write each (then, with `half_close`, ends the sending side),
+/// reads until the server closes, and parses the answer with `httparse` (a real
+/// client's parser, not ours).
+fn http_exchange(
+    addr: &str,
+    pieces: &[&[u8]],
+    half_close: bool,
+) -> fixtures::reference::HttpResponse {
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nhost: test\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    stream.set_nodelay(true).unwrap();
+    for piece in pieces {
+        stream.write_all(piece).unwrap();
+        stream.flush().unwrap();
+    }
+    if half_close {
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    fixtures::reference::parse_http_response(&response)
+        .unwrap_or_else(|error| panic!("{error}: {:?}", String::from_utf8_lossy(&response)))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -443,6 +462,36 @@ async fn health_endpoints_and_metrics_match_what_happened() {
         tokio::task::block_in_place(|| http_get(&addr, "/nope")).0,
         404
     );
+    fixtures::reference::promtool_check_metrics(&metrics).unwrap();
+    tokio::task::block_in_place(|| {
+        let metrics = http_exchange(
+            &addr,
+            &[b"GET /metrics HTTP/1.1\r\nhost: test\r\n\r\n"],
+            false,
+        );
+        assert_eq!(
+            metrics.header("content-type"),
+            Some("text/plain; version=0.0.4")
+        );
+        assert_eq!(metrics.header("connection"), Some("close"));
+        let split = http_exchange(
+            &addr,
+            &[b"GE", b"T /heal", b"thz HTTP/1.1\r\nho", b"st: t\r\n\r\n"],
+            false,
+        );
+        assert_eq!((split.status, split.body.as_slice()), (200, &b"ok\n"[..]));
+        let posted = http_exchange(
+            &addr,
+            &[b"POST /healthz HTTP/1.1\r\ncontent-length: 0\r\n\r\n"],
+            false,
+        );
+        assert_eq!(posted.status, 405);
+        let garbage = http_exchange(&addr, &[&[0xff; 9000][..]], false);
+        assert_eq!(garbage.status, 405);
+        // A client that sends a request line and closes its side is answered.
+        let closed_early = http_exchange(&addr, &[b"GET /readyz HTTP/1.1\r\n"], true);
+        assert_eq!(closed_early.status, 200);
+    });
     signal(&worker, libc::SIGTERM);
     assert!(
         tokio::task::block_in_place(|| worker.wait_with_output().unwrap())
