@@ -216,13 +216,10 @@ fn check_exactly_once(db: &Db<'_>, calls: &Path, total: usize) -> anyhow::Result
 }
 
 fn newest_backup(backups: &Path) -> anyhow::Result<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(backups)?
-        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-        .filter(|path| path.is_dir())
-        .collect();
-    dirs.sort();
-    dirs.pop()
-        .context("backup-cron created no backup directory")
+    let newest = manifest::BackupDir::new(backups)
+        .newest()?
+        .context("backup-cron created no backup directory")?;
+    Ok(backups.join(newest.name))
 }
 
 struct Report {
