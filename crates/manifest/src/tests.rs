@@ -59,6 +59,35 @@ mod time {
     }
 
     proptest! {
+        // chrono is the reference: from year -9999 to 9999, our civil date is its.
+        #[test]
+        fn civil_dates_agree_with_chrono(seconds in -377_705_116_800i64..253_402_300_799) {
+            use chrono::{Datelike as _, Timelike as _};
+            let reference = chrono::DateTime::from_timestamp(seconds, 0).unwrap().naive_utc();
+            let ours = UtcTime::from_unix_seconds(seconds);
+            prop_assert_eq!(
+                ours.civil(),
+                (
+                    i64::from(reference.year()),
+                    reference.month(),
+                    reference.day(),
+                    reference.hour(),
+                    reference.minute(),
+                    reference.second(),
+                )
+            );
+            let (year, month, day, hour, minute, second) = ours.civil();
+            prop_assert_eq!(UtcTime::from_civil(year, month, day, hour, minute, second), Some(ours));
+        }
+
+        #[test]
+        fn impossible_dates_are_refused_as_chrono_refuses_them(
+            year in -9999i64..9999, month in 0u32..14, day in 0u32..33,
+        ) {
+            let reference = chrono::NaiveDate::from_ymd_opt(i32::try_from(year).unwrap(), month, day);
+            prop_assert_eq!(UtcTime::from_civil(year, month, day, 0, 0, 0).is_some(), reference.is_some());
+        }
+
         #[test]
         fn formats_round_trip(seconds in 0i64..253_402_300_799) {
             let time = UtcTime::from_unix_seconds(seconds);

@@ -2,8 +2,10 @@
 //! `YYYY-MM-DD_HHMMSS` for backup directory names.
 //!
 //! Hand-written (Howard Hinnant's days-from-civil algorithm) because these two
-//! formats are all we need, and a date library would be the largest dependency of
-//! the crate.
+//! formats are all we need, and a date library (`jiff`, `chrono`) would be the
+//! largest dependency of a crate that other programs read manifests with. chrono
+//! is the reference in a property test (dev-dependency only): civil dates from
+//! year -9999 to 9999, and which dates exist.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
