@@ -9,7 +9,10 @@ usage: cargo xtask <task>
 tasks:
   ci              cargo fmt --check, clippy -D warnings, build the tests, run them, e2e
   e2e             the whole system on a throwaway PostgreSQL (release binaries)
-  e2e --compose   the same scenario against compose.yaml (needs a Docker engine)
+  e2e --compose   the same scenario against compose.yaml, two worker replicas and
+                  faults across containers (needs a Docker engine; images offline)
+  images          only the offline images: debootstrap bases, imported, and the
+                  variables deploy/compose.offline.yaml needs
   bench           backup and worker benchmarks against the usual alternatives
   bench --quick   a smoke run of the same, under a minute or two
   chaos           workers and backups under injected faults, checked for lost,
@@ -37,6 +40,8 @@ pub(crate) enum Task {
     Chaos(crate::chaos::Options),
     /// The library crates from a project of its own.
     Consumer,
+    /// The offline base images.
+    Images,
     /// Print the usage.
     Help,
 }
@@ -57,6 +62,7 @@ impl Task {
             },
             Some("chaos") => return chaos_options(args).map(Task::Chaos),
             Some("consumer") => Task::Consumer,
+            Some("images") => Task::Images,
             Some("help" | "--help" | "-h") | None => Task::Help,
             Some(other) => bail!("unknown task `{other}`\n\n{USAGE}"),
         };

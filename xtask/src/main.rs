@@ -41,6 +41,7 @@ fn run() -> anyhow::Result<()> {
         flags::Task::Bench { quick } => bench::run(&sh, quick),
         flags::Task::Chaos(options) => chaos::run(&sh, &options),
         flags::Task::Consumer => consumer::run(&sh),
+        flags::Task::Images => compose::images_only(&sh),
         flags::Task::Help => {
             eprintln!("{}", flags::USAGE);
             Ok(())
