@@ -4,6 +4,7 @@
 //!
 //! ```text
 //!   pg_dump (own process group) ──stdout──► pump thread ──► ParallelGzip ──► NAME.partial
+//!                                           (CopyCounter: rows per table, same pass)
 //!                               ──stderr──► drain thread (keeps the last 64 KiB)
 //!                               ──exit────► wait thread
 //!   control loop (caller's thread): waits for those three events, the deadline,
@@ -30,6 +31,7 @@ use dsn::{Dsn, PgpassFile};
 use manifest::Written;
 
 use crate::cancel::Cancellation;
+use crate::copy_count::CopyCounter;
 use crate::error::Error;
 use crate::gzip::{Finished, ParallelGzip};
 use crate::{classify, partial_path};
@@ -68,6 +70,8 @@ pub struct Dumped {
     pub stderr: String,
 }
 
+type RowCounts = std::collections::BTreeMap<String, u64>;
+
 /// Runs the dump; on failure no artifact (and no `.partial`) is left behind.
 pub fn dump(job: &DumpJob<'_>) -> Result<Dumped, Error> {
     let started = Instant::now();
@@ -82,7 +86,7 @@ pub fn dump(job: &DumpJob<'_>) -> Result<Dumped, Error> {
     // The password file goes as soon as pg_dump is done, whatever the outcome.
     drop(pgpass);
     match result {
-        Ok((finished, stderr)) => {
+        Ok(((finished, row_counts), stderr)) => {
             manifest::persist(finished.sink, &partial, job.output).map_err(
                 |error| match error {
                     manifest::Error::Write { path, source } => Error::Write { path, source },
@@ -97,6 +101,7 @@ pub fn dump(job: &DumpJob<'_>) -> Result<Dumped, Error> {
                 uncompressed_bytes: Some(finished.uncompressed_bytes),
                 sha256: finished.sha256,
                 duration: started.elapsed(),
+                row_counts: Some(row_counts),
             };
             Ok(Dumped { written, stderr })
         }
@@ -131,7 +136,7 @@ fn resolve_program(program: &Path) -> Result<PathBuf, Error> {
 
 enum Event {
     Exited(std::io::Result<ExitStatus>),
-    Output(Result<Finished<File>, PipeError>),
+    Output(Result<(Finished<File>, RowCounts), PipeError>),
     Stderr(Vec<u8>),
     Cancelled,
 }
@@ -155,7 +160,7 @@ fn run(
     pgpass: Option<&PgpassFile>,
     file: File,
     started: Instant,
-) -> Result<(Finished<File>, String), Error> {
+) -> Result<((Finished<File>, RowCounts), String), Error> {
     let mut command = pg_dump_command(program);
     command.envs(job.dsn.libpq_env());
     if let Some(pgpass) = pgpass {
@@ -305,8 +310,9 @@ fn pump(
     mut stdout: ChildStdout,
     mut gzip: ParallelGzip<File>,
     progress: &AtomicU64,
-) -> Result<Finished<File>, PipeError> {
+) -> Result<(Finished<File>, RowCounts), PipeError> {
     let mut buffer = vec![0u8; 256 * 1024];
+    let mut counter = CopyCounter::new();
     loop {
         let read = match stdout.read(&mut buffer) {
             Ok(0) => break,
@@ -314,10 +320,11 @@ fn pump(
             Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(error) => return Err(PipeError::Read(error)),
         };
+        counter.feed(&buffer[..read]);
         gzip.write_all(&buffer[..read]).map_err(PipeError::Write)?;
         progress.fetch_add(read as u64, Ordering::Relaxed);
     }
-    gzip.finish().map_err(PipeError::Write)
+    Ok((gzip.finish().map_err(PipeError::Write)?, counter.finish()))
 }
 
 /// Reads stderr to its end, keeping only the last [`STDERR_TAIL`] bytes.

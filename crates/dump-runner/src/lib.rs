@@ -7,6 +7,8 @@
 //!   thread and only the last 64 KiB are kept; a control loop enforces a hard
 //!   wall-clock timeout (SIGTERM to the group, SIGKILL 5 s later) that no blocking
 //!   read can delay, reacts to [`Cancellation`], and logs progress every 30 s.
+//!   [`CopyCounter`] counts each table's rows in the same pass (the `COPY`
+//!   sections), for the manifest's `row_counts`.
 //! - [`archive`] writes a tar.gz of a storage directory, storing symlinks as links.
 //! - Both write `NAME.partial`, fsync and rename it into place; a failed step
 //!   leaves no file. Every failure maps to one manifest [`ErrorCode`](manifest::ErrorCode)
@@ -39,6 +41,7 @@
 
 mod cancel;
 mod classify;
+mod copy_count;
 mod dump;
 mod error;
 mod gzip;
@@ -48,6 +51,7 @@ use std::path::{Path, PathBuf};
 
 pub use cancel::{Cancellation, Subscription};
 pub use classify::classify_stderr;
+pub use copy_count::{CopyCounter, HEADER_LINE_LIMIT};
 pub use dump::{DumpJob, Dumped, KILL_GRACE, PROGRESS_INTERVAL, STDERR_TAIL, dump};
 pub use error::Error;
 pub use gzip::{BLOCK_SIZE, Finished, ParallelGzip};

@@ -67,6 +67,7 @@ pub fn archive(job: &ArchiveJob<'_>) -> Result<Written, Error> {
                 uncompressed_bytes: None,
                 sha256: finished.sha256,
                 duration: started.elapsed(),
+                row_counts: None,
             })
         }
         Err(error) => {

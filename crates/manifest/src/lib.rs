@@ -47,6 +47,7 @@ mod tests;
 mod time;
 mod verify;
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::Path;
 
@@ -373,6 +374,10 @@ pub struct Artifact {
     /// How long the step took.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
+    /// Rows per table as the dump holds them (pg_dump artifacts): counted from its
+    /// `COPY` sections while it streamed, keys as the dump writes the names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row_counts: Option<BTreeMap<String, u64>>,
     /// Why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ArtifactError>,
@@ -389,6 +394,8 @@ pub struct Written {
     pub sha256: String,
     /// How long the step took.
     pub duration: std::time::Duration,
+    /// Rows per table in the dump (pg_dump artifacts).
+    pub row_counts: Option<BTreeMap<String, u64>>,
 }
 
 impl Artifact {
@@ -404,6 +411,7 @@ impl Artifact {
             uncompressed_bytes: written.uncompressed_bytes,
             sha256: Some(written.sha256),
             duration_ms: Some(u64::try_from(written.duration.as_millis()).unwrap_or(u64::MAX)),
+            row_counts: written.row_counts,
             error: None,
         }
     }
@@ -420,6 +428,7 @@ impl Artifact {
             uncompressed_bytes: None,
             sha256: None,
             duration_ms: None,
+            row_counts: None,
             error: Some(ArtifactError { code }),
         }
     }

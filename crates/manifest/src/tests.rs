@@ -103,6 +103,13 @@ fn written(bytes: u64, sha256: &str) -> Written {
         uncompressed_bytes: Some(bytes * 8),
         sha256: sha256.to_owned(),
         duration: std::time::Duration::from_millis(6000),
+        row_counts: Some(
+            [
+                ("public.courses".to_owned(), 3),
+                ("public.empty".to_owned(), 0),
+            ]
+            .into(),
+        ),
     }
 }
 
@@ -122,6 +129,7 @@ fn ok_manifest_format() {
         written(52, "bb"),
     );
     storage.uncompressed_bytes = None;
+    storage.row_counts = None;
     let manifest = Manifest::new(
         "backup-cron 0.1.0",
         started(),
@@ -244,6 +252,7 @@ fn backup_with_gzip(dir: &Path, payload: &[u8]) -> Manifest {
         uncompressed_bytes: Some(payload.len() as u64),
         sha256,
         duration: std::time::Duration::ZERO,
+        row_counts: None,
     };
     let manifest = Manifest::new(
         "backup-cron 0.1.0",

@@ -4,4 +4,5 @@
 mod cancel;
 mod dump;
 mod gzip;
+mod row_counts;
 mod storage;
