@@ -40,6 +40,7 @@
 //! ```
 
 mod cancel;
+mod child;
 mod classify;
 mod copy_count;
 mod dump;
