@@ -84,10 +84,15 @@ async fn two_workers_complete_each_submission_once_and_the_backup_restores_ident
         pg_timeout_seconds: None,
         compression_level: None,
         pg_dump: Some(cluster.bin_dir().join("pg_dump").display().to_string()),
+        drill: None,
+    };
+    let restore = backup_cron::cli::RestoreSettings {
+        psql: None,
+        restore_timeout_seconds: None,
     };
     let url = db.url_as(&role, BACKUP_PASSWORD);
     let env = dsn::Environment::from_pairs([("SESSION_DATABASE_URL", url.as_str())]);
-    let config = backup_cron::config::run_config(&common, &settings, &env).unwrap();
+    let config = backup_cron::config::run_config(&common, &settings, &restore, &env).unwrap();
     let outcome = tokio::task::block_in_place(|| {
         backup_cron::run::run_once(
             &config,

@@ -5,7 +5,8 @@
 //! `*_FILE` paths are exercised), seeds a mix of text, image and PDF submissions with
 //! jobs, drains the queue with two `learning-worker` processes, checks that every
 //! submission was completed exactly once, runs `backup-cron once` and `verify`,
-//! restores the dump into a fresh database and compares every table with the source.
+//! `backup-cron restore` into a fresh database (every table then compared with the
+//! source) and `backup-cron drill`.
 //! Any mismatch is an error.
 
 use std::path::{Path, PathBuf};
@@ -154,15 +155,45 @@ pub(crate) fn run(sh: &Shell) -> anyhow::Result<()> {
     let backup_bytes = std::fs::metadata(&dump)?.len()
         + std::fs::metadata(run_dir.join("storage_buckets.tar.gz"))?.len();
 
-    phase("restore the dump into a fresh database and compare");
+    phase("backup-cron restore into a fresh database, and compare");
     db.admin("postgres", "create database restored")?;
-    let sql = cmd!(sh, "gzip -dc {dump}").output()?.stdout;
+    // The superuser over the cluster's unix socket (trust): no password at all.
+    let socket = cluster.socket_dir();
+    let port = cluster.port().to_string();
+    let target = |dbname: &str| {
+        format!(
+            "host={} port={port} user=postgres dbname={dbname}",
+            socket.display()
+        )
+    };
+    let psql = cluster.bin_dir().join("psql");
+    fn restore_env<'a>(
+        mut command: xshell::Cmd<'a>,
+        backups: &Path,
+        target: String,
+        psql: &Path,
+    ) -> xshell::Cmd<'a> {
+        for name in INHERITED_CONFIGURATION {
+            command = command.env_remove(name);
+        }
+        command
+            .env("BACKUP_DIR", backups)
+            .env("RESTORE_DATABASE_URL", target)
+            .env("PSQL", psql)
+            .env("RUST_LOG", "warn")
+    }
+    let restored_line = restore_env(
+        cmd!(sh, "{bin}/backup-cron restore"),
+        &backups,
+        target("restored"),
+        &psql,
+    )
+    .read()?;
     let restored = Db {
         sh,
         cluster: &cluster,
         name: "restored",
     };
-    restored.stdin_bytes(sql)?;
     let mut compared = Vec::new();
     for table in TABLES {
         let fingerprint = fingerprint_sql(table);
@@ -174,11 +205,39 @@ pub(crate) fn run(sh: &Shell) -> anyhow::Result<()> {
         compared.push((table, source.split(' ').next().unwrap_or("0").to_owned()));
     }
 
+    phase("backup-cron drill");
+    let drill_line = restore_env(
+        cmd!(sh, "{bin}/backup-cron drill"),
+        &backups,
+        target("postgres"),
+        &psql,
+    )
+    .read()?;
+    let drill: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run_dir.join(manifest::DRILL_FILE))?)?;
+    ensure!(drill["status"] == "ok", "drill.json: {drill}");
+    let leftovers =
+        db.query("select count(*) from pg_database where datname like 'backup\\_drill\\_%'")?;
+    ensure!(
+        leftovers.trim() == "0",
+        "scratch databases left: {leftovers}"
+    );
+
     report(&Report {
         submissions: total,
         worker_seconds: worker_time.as_secs_f64(),
         backup_bytes,
         compared,
+        restored: restored_line
+            .rsplit(": ")
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+        drill: format!(
+            "{} ({} ms)",
+            drill_line.rsplit(": ").next().unwrap_or_default(),
+            drill["duration_ms"]
+        ),
         after_build_seconds: built.elapsed().as_secs_f64(),
         total_seconds: started.elapsed().as_secs_f64(),
     });
@@ -227,6 +286,8 @@ struct Report {
     worker_seconds: f64,
     backup_bytes: u64,
     compared: Vec<(&'static str, String)>,
+    restored: String,
+    drill: String,
     after_build_seconds: f64,
     total_seconds: f64,
 }
@@ -250,9 +311,11 @@ fn report(report: &Report) {
         .map(|(table, rows)| format!("{table}={rows}"))
         .collect();
     println!(
-        "  restore: rows and contents identical ({})",
+        "  backup-cron restore: {}; rows and contents identical ({})",
+        report.restored,
         tables.join(", ")
     );
+    println!("  backup-cron drill: {}", report.drill);
     println!(
         "  time: {:.1} s after the build, {:.1} s in all",
         report.after_build_seconds, report.total_seconds

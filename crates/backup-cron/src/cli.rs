@@ -7,6 +7,17 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 /// Environment-only variables, listed in `--help`.
+const RESTORE_HELP: &str = "\
+Target (environment only, never a flag, so that no password reaches a process list;
+also RESTORE_DATABASE_URL_FILE, a file holding the value):
+  RESTORE_DATABASE_URL
+      restore: the empty database to restore into. drill: the server, and the
+      database to connect to while creating and dropping the scratch one.
+      The password reaches psql only through a private 0600 pgpass file.
+
+Exit status: 0 restored and checked; 1 failed (stderr names the code, e.g.
+restore_target_not_empty, artifact_corrupt, restore_mismatch); 2 configuration error.";
+
 const SECRETS_HELP: &str = "\
 Databases (environment only, never flags, so that no password reaches a process list;
 each also accepts NAME_FILE, a file holding the value, as with Docker secrets):
@@ -49,6 +60,9 @@ pub struct Cli {
     /// Settings of `--once`.
     #[command(flatten)]
     pub backup: BackupSettings,
+    /// Settings of `--once`.
+    #[command(flatten)]
+    pub restore: RestoreSettings,
 }
 
 /// The commands; each lists only the settings that apply to it.
@@ -66,6 +80,9 @@ pub enum Command {
         /// What to back up.
         #[command(flatten)]
         backup: BackupSettings,
+        /// For BACKUP_DRILL.
+        #[command(flatten)]
+        restore: RestoreSettings,
     },
     /// Stay in the foreground and run a backup at each tick of BACKUP_SCHEDULE.
     ///
@@ -84,6 +101,54 @@ pub enum Command {
         /// When.
         #[command(flatten)]
         scheduling: Scheduling,
+        /// For BACKUP_DRILL.
+        #[command(flatten)]
+        restore: RestoreSettings,
+    },
+    /// Restore a backup: a database artifact into RESTORE_DATABASE_URL, or the
+    /// storage archive into --into.
+    ///
+    /// The artifact is verified (size, sha256) before anything is written. A database
+    /// target must be empty; the dump is applied in one transaction (all or nothing)
+    /// and every table's row count is then compared with the manifest's. A storage
+    /// target must be absent or empty, and every archive entry is checked first
+    /// (absolute paths, `..`, entries below symlinks, hard links and devices are
+    /// refused). Exit 0 restored and checked, 1 failed (one line on stderr with the
+    /// code), 2 configuration error.
+    #[command(after_help = RESTORE_HELP)]
+    Restore {
+        /// The backup directory (default: the newest whose manifest is ok).
+        dir: Option<PathBuf>,
+        /// Which artifact: supabase_db, keycloak_db or storage.
+        #[arg(long, value_name = "NAME", default_value = "supabase_db")]
+        artifact: String,
+        /// For --artifact storage: the directory to unpack into.
+        #[arg(long, value_name = "PATH")]
+        into: Option<PathBuf>,
+        /// Where and how.
+        #[command(flatten)]
+        common: Common,
+        /// How to reach the target.
+        #[command(flatten)]
+        restore: RestoreSettings,
+    },
+    /// Prove a backup restores: into a scratch database, rows compared, dropped.
+    ///
+    /// Creates `backup_drill_…` on the server of RESTORE_DATABASE_URL (its role needs
+    /// CREATEDB), restores the platform dump into it, compares every table's row
+    /// count with the manifest's, and drops it again, also on failure and SIGTERM;
+    /// scratch databases of a killed drill are dropped first. Writes drill.json into
+    /// the backup directory. Exit 0 ok, 1 failed, 2 configuration error.
+    #[command(after_help = RESTORE_HELP)]
+    Drill {
+        /// The backup directory (default: the newest whose manifest is ok).
+        dir: Option<PathBuf>,
+        /// Where and how.
+        #[command(flatten)]
+        common: Common,
+        /// How to reach the server.
+        #[command(flatten)]
+        restore: RestoreSettings,
     },
     /// Check a backup directory: manifest, sizes, sha256, gzip to the end.
     ///
@@ -172,6 +237,30 @@ pub struct BackupSettings {
     /// The pg_dump program [default: pg_dump on PATH].
     #[arg(long, value_name = "PATH", env = "PG_DUMP", hide_env_values = true)]
     pub pg_dump: Option<String>,
+    /// Drill each new ok backup (needs RESTORE_DATABASE_URL); a failed drill exits 1 and skips retention [default: false]
+    #[arg(
+        long,
+        value_name = "BOOL",
+        env = "BACKUP_DRILL",
+        hide_env_values = true
+    )]
+    pub drill: Option<String>,
+}
+
+/// How `restore` and `drill` run psql.
+#[derive(Args, Debug, Clone)]
+pub struct RestoreSettings {
+    /// The psql program [default: psql on PATH].
+    #[arg(long, value_name = "PATH", env = "PSQL", hide_env_values = true)]
+    pub psql: Option<String>,
+    /// Hard wall-clock limit for each psql run, in seconds [default: 3600].
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        env = "BACKUP_RESTORE_TIMEOUT_SECONDS",
+        hide_env_values = true
+    )]
+    pub restore_timeout_seconds: Option<String>,
 }
 
 /// When `run` backs up.

@@ -10,8 +10,9 @@ use dsn::{Dsn, Environment, Resolved};
 use manifest::BackupDir;
 
 use crate::Error;
-use crate::cli::{BackupSettings, Common, Scheduling};
+use crate::cli::{BackupSettings, Common, RestoreSettings, Scheduling};
 use crate::logging::LogFormat;
+use crate::restore::RestoreConfig;
 use crate::retention::RetentionPolicy;
 use crate::schedule::Schedule;
 
@@ -41,6 +42,8 @@ pub struct RunConfig {
     pub compression_level: u32,
     /// `PG_DUMP`: the program.
     pub pg_dump: PathBuf,
+    /// `BACKUP_DRILL=true`: how to drill each new backup.
+    pub drill: Option<RestoreConfig>,
 }
 
 /// Validates everything ([`resolve`]), then creates `BACKUP_DIR` if missing (the
@@ -48,9 +51,10 @@ pub struct RunConfig {
 pub fn run_config(
     common: &Common,
     settings: &BackupSettings,
+    restore: &RestoreSettings,
     env: &Environment,
 ) -> Result<RunConfig, Error> {
-    let config = resolve(common, settings, env)?;
+    let config = resolve(common, settings, restore, env)?;
     prepare_backup_dir(config.backup_dir.root())?;
     Ok(config)
 }
@@ -60,6 +64,7 @@ pub fn run_config(
 pub fn resolve(
     common: &Common,
     settings: &BackupSettings,
+    restore: &RestoreSettings,
     env: &Environment,
 ) -> Result<RunConfig, Error> {
     let backup_dir = required_path(common.backup_dir.as_deref(), "BACKUP_DIR")?;
@@ -105,6 +110,24 @@ pub fn resolve(
     )?;
     let pg_dump = PathBuf::from(non_empty(settings.pg_dump.as_deref()).unwrap_or("pg_dump"));
     let storage_root = non_empty(settings.storage_root.as_deref()).map(PathBuf::from);
+    let drill = match non_empty(settings.drill.as_deref()) {
+        None | Some("false") => None,
+        Some("true") => {
+            let config = restore_config(restore, env)?;
+            if config.target.is_none() {
+                return Err(Error::Config(
+                    "BACKUP_DRILL=true needs RESTORE_DATABASE_URL (the server to drill on)"
+                        .to_owned(),
+                ));
+            }
+            Some(config)
+        }
+        Some(other) => {
+            return Err(Error::Config(format!(
+                "BACKUP_DRILL: expected true or false, got {other:?}"
+            )));
+        }
+    };
     Ok(RunConfig {
         backup_dir: BackupDir::new(&backup_dir),
         platform,
@@ -114,6 +137,27 @@ pub fn resolve(
         pg_timeout: Duration::from_secs(pg_timeout_seconds),
         compression_level,
         pg_dump,
+        drill,
+    })
+}
+
+/// `RESTORE_DATABASE_URL` (optional here: storage restores need none), `PSQL`,
+/// `BACKUP_RESTORE_TIMEOUT_SECONDS`.
+pub fn restore_config(
+    settings: &RestoreSettings,
+    env: &Environment,
+) -> Result<RestoreConfig, Error> {
+    let target = dsn::resolve(env, &["RESTORE_DATABASE_URL"])?.map(|resolved| resolved.dsn);
+    let timeout = number(
+        settings.restore_timeout_seconds.as_deref(),
+        "BACKUP_RESTORE_TIMEOUT_SECONDS",
+        3600u64,
+        1..=604_800,
+    )?;
+    Ok(RestoreConfig {
+        target,
+        psql: PathBuf::from(non_empty(settings.psql.as_deref()).unwrap_or("psql")),
+        timeout: Duration::from_secs(timeout),
     })
 }
 
@@ -127,6 +171,33 @@ pub fn existing_backup_dir(common: &Common) -> Result<PathBuf, Error> {
         )));
     }
     Ok(dir)
+}
+
+/// `--artifact`.
+pub fn artifact_name(text: &str) -> Result<manifest::ArtifactName, Error> {
+    match text {
+        "supabase_db" => Ok(manifest::ArtifactName::SupabaseDb),
+        "keycloak_db" => Ok(manifest::ArtifactName::KeycloakDb),
+        "storage" => Ok(manifest::ArtifactName::Storage),
+        other => Err(Error::Config(format!(
+            "--artifact: expected supabase_db, keycloak_db or storage, got {other:?}"
+        ))),
+    }
+}
+
+/// The backup to restore: `dir` as given, else the newest whose manifest is ok.
+pub fn restore_source(dir: Option<PathBuf>, common: &Common) -> Result<PathBuf, Error> {
+    if let Some(dir) = dir {
+        return Ok(dir);
+    }
+    let root = existing_backup_dir(common)?;
+    let newest = BackupDir::new(&root).newest_ok()?.ok_or_else(|| {
+        Error::Config(format!(
+            "no backup with an ok manifest in {}",
+            root.display()
+        ))
+    })?;
+    Ok(root.join(newest.name))
 }
 
 /// `BACKUP_SCHEDULE`.

@@ -170,6 +170,34 @@ pub fn status(backup_dir: &Path, max_age: Duration, now: UtcTime) -> Report {
             }
         },
     };
+    // The newest drill, for the operator; health stays the backups' (a failed
+    // drill already made its run exit 1).
+    let drilled = dirs.iter().rev().find_map(|dir| {
+        let path = backup_dir.join(&dir.name).join(manifest::DRILL_FILE);
+        path.exists()
+            .then(|| (dir.name.clone(), manifest::Drill::read(&path)))
+    });
+    match drilled {
+        Some((name, Ok(drill))) => {
+            let age = UtcTime::parse_rfc3339(&drill.finished_at)
+                .map(|finished| human(age_of(finished)))
+                .unwrap_or_else(|| "unknown".to_owned());
+            let outcome = match &drill.error {
+                None => format!(
+                    "ok, {} tables, {} rows",
+                    drill.tables_checked, drill.rows_checked
+                ),
+                Some(error) => format!("failed ({})", error.code),
+            };
+            let _ = writeln!(out, "newest drill: {name} {outcome}, age {age}");
+        }
+        Some((name, Err(error))) => {
+            let _ = writeln!(out, "newest drill: {name} unreadable: {error}");
+        }
+        None => {
+            let _ = writeln!(out, "newest drill: none");
+        }
+    }
     Report {
         text: out,
         good: healthy,

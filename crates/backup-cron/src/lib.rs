@@ -37,6 +37,7 @@ pub mod cli;
 pub mod config;
 pub mod inspect;
 pub mod logging;
+pub mod restore;
 pub mod retention;
 pub mod run;
 pub mod schedule;
@@ -85,6 +86,7 @@ pub fn execute(cli: &Cli, env: &dsn::Environment) -> Result<ExitCode, Error> {
     let once = || Command::Once {
         common: cli.common.clone(),
         backup: cli.backup.clone(),
+        restore: cli.restore.clone(),
     };
     let command = match (&cli.command, cli.once) {
         (Some(command), _) => command.clone(),
@@ -96,12 +98,18 @@ pub fn execute(cli: &Cli, env: &dsn::Environment) -> Result<ExitCode, Error> {
     };
     let (Command::Once { common, .. }
     | Command::Run { common, .. }
+    | Command::Restore { common, .. }
+    | Command::Drill { common, .. }
     | Command::Verify { common, .. }
     | Command::Status { common, .. }) = &command;
     logging::init(config::log_format(common)?, env);
     match command {
-        Command::Once { common, backup } => {
-            let config = config::run_config(&common, &backup, env)?;
+        Command::Once {
+            common,
+            backup,
+            restore,
+        } => {
+            let config = config::run_config(&common, &backup, &restore, env)?;
             let cancellation = run::cancel_on_signals();
             Ok(run::run_once(&config, TOOL, &cancellation).exit_code())
         }
@@ -109,12 +117,81 @@ pub fn execute(cli: &Cli, env: &dsn::Environment) -> Result<ExitCode, Error> {
             common,
             backup,
             scheduling,
+            restore,
         } => {
             let schedule = config::schedule(&scheduling)?;
-            let config = config::run_config(&common, &backup, env)?;
+            let config = config::run_config(&common, &backup, &restore, env)?;
             let cancellation = run::cancel_on_signals();
             run::run_scheduler(&config, &schedule, TOOL, &cancellation);
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore {
+            dir,
+            artifact,
+            into,
+            common,
+            restore,
+        } => {
+            let config = config::restore_config(&restore, env)?;
+            let artifact = config::artifact_name(&artifact)?;
+            let dir = config::restore_source(dir, &common)?;
+            let cancellation = run::cancel_on_signals();
+            let outcome = match (artifact, into) {
+                (manifest::ArtifactName::Storage, Some(into)) => {
+                    restore::restore_storage(&dir, &into).map(|unpacked| {
+                        format!(
+                            "{} files, {} bytes unpacked into {}",
+                            unpacked.files,
+                            unpacked.bytes,
+                            into.display()
+                        )
+                    })
+                }
+                (manifest::ArtifactName::Storage, None) => {
+                    return Err(Error::Config(
+                        "--artifact storage needs --into PATH".to_owned(),
+                    ));
+                }
+                (_, Some(_)) => {
+                    return Err(Error::Config(
+                        "--into is for --artifact storage only".to_owned(),
+                    ));
+                }
+                (database, None) => {
+                    let target = config.target.as_ref().ok_or_else(|| {
+                        Error::Config(
+                            "RESTORE_DATABASE_URL is required to restore a database".to_owned(),
+                        )
+                    })?;
+                    restore::restore_database(&dir, database, target, &config, &cancellation)
+                        .and_then(|restored| restore::checked(&restored))
+                }
+            };
+            Ok(report_restore(&dir, outcome))
+        }
+        Command::Drill {
+            dir,
+            common,
+            restore,
+        } => {
+            let config = config::restore_config(&restore, env)?;
+            let server = config.target.as_ref().ok_or_else(|| {
+                Error::Config("RESTORE_DATABASE_URL is required for a drill".to_owned())
+            })?;
+            let dir = config::restore_source(dir, &common)?;
+            let cancellation = run::cancel_on_signals();
+            let drill = restore::drill(&dir, server, &config, &cancellation);
+            let outcome = match &drill.error {
+                None => Ok(format!(
+                    "drill ok: {} tables, {} rows as recorded",
+                    drill.tables_checked, drill.rows_checked
+                )),
+                Some(error) => Err(restore::Failure {
+                    code: error.code,
+                    detail: format!("{} tables differ", drill.mismatches.len()),
+                }),
+            };
+            Ok(report_restore(&dir, outcome))
         }
         Command::Verify { dir, common } => {
             let dir = match dir {
@@ -127,6 +204,31 @@ pub fn execute(cli: &Cli, env: &dsn::Environment) -> Result<ExitCode, Error> {
             let max_age = config::duration("--max-age", &max_age)?;
             let dir = config::existing_backup_dir(&common)?;
             Ok(inspect::status(&dir, max_age, manifest::UtcTime::now()).print())
+        }
+    }
+}
+
+/// Prints a restore's or drill's outcome: one line on stdout when it worked, one
+/// line on stderr with the code when it did not.
+fn report_restore(dir: &std::path::Path, outcome: Result<String, restore::Failure>) -> ExitCode {
+    match outcome {
+        Ok(summary) => {
+            tracing::info!(dir = %dir.display(), "{summary}");
+            #[expect(clippy::print_stdout, reason = "the command's result")]
+            {
+                println!("{}: {summary}", dir.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(failure) => {
+            tracing::error!(dir = %dir.display(), code = %failure.code, error = %failure.detail, "restore failed");
+            eprintln!(
+                "backup-cron: {}: {}: {}",
+                failure.code,
+                dir.display(),
+                failure.detail
+            );
+            ExitCode::from(1)
         }
     }
 }

@@ -20,6 +20,9 @@ pub enum RunOutcome {
     Failed,
     /// Another run holds the lock; nothing was touched.
     Locked,
+    /// The backup is ok, but its drill (`BACKUP_DRILL=true`) failed; retention
+    /// was skipped.
+    DrillFailed,
 }
 
 impl RunOutcome {
@@ -27,7 +30,7 @@ impl RunOutcome {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             RunOutcome::Ok => ExitCode::SUCCESS,
-            RunOutcome::Failed => ExitCode::from(1),
+            RunOutcome::Failed | RunOutcome::DrillFailed => ExitCode::from(1),
             RunOutcome::Locked => ExitCode::from(3),
         }
     }
@@ -190,6 +193,16 @@ pub fn run_once(config: &RunConfig, tool: &str, cancellation: &Cancellation) -> 
         return RunOutcome::Failed;
     }
     tracing::info!(dir = %run_name, duration_ms = manifest.duration_ms, "backup ok");
+    if let Some(restore) = &config.drill
+        && let Some(server) = &restore.target
+    {
+        let drill = crate::restore::drill(&run_dir, server, restore, cancellation);
+        if drill.status != Status::Ok {
+            tracing::error!(dir = %run_name, code = ?drill.error.map(|error| error.code), mismatches = drill.mismatches.len(), "drill failed; retention skipped");
+            return RunOutcome::DrillFailed;
+        }
+        tracing::info!(dir = %run_name, tables = drill.tables_checked, rows = drill.rows_checked, "drill ok");
+    }
     match crate::retention::apply(
         &config.backup_dir,
         UtcTime::now(),

@@ -387,6 +387,7 @@ mod config {
             pg_timeout_seconds: None,
             compression_level: None,
             pg_dump: None,
+            drill: None,
         };
         (common, backup)
     }
@@ -399,7 +400,11 @@ mod config {
         let (mut common, mut backup) = settings();
         adjust(&mut common, &mut backup);
         let env = dsn::Environment::from_pairs(env.iter().copied());
-        resolve(&common, &backup, &env).map_err(|error| error.to_string())
+        let restore = crate::cli::RestoreSettings {
+            psql: None,
+            restore_timeout_seconds: None,
+        };
+        resolve(&common, &backup, &restore, &env).map_err(|error| error.to_string())
     }
 
     const DB: (&str, &str) = ("DATABASE_URL", "postgres://backup:pw@db/app");
@@ -444,6 +449,38 @@ mod config {
         let keycloak = config.keycloak.unwrap();
         assert_eq!(keycloak.user(), Some("kc"));
         assert!(keycloak.has_password());
+    }
+
+    #[test]
+    fn backup_drill_needs_a_server_and_a_boolean() {
+        assert!(check(&[DB], |_, _| {}).unwrap().drill.is_none());
+        assert_eq!(
+            check(&[DB], |_, backup| backup.drill = Some("true".to_owned()))
+                .err()
+                .as_deref(),
+            Some("BACKUP_DRILL=true needs RESTORE_DATABASE_URL (the server to drill on)")
+        );
+        assert_eq!(
+            check(&[DB], |_, backup| backup.drill = Some("yes".to_owned()))
+                .err()
+                .as_deref(),
+            Some("BACKUP_DRILL: expected true or false, got \"yes\"")
+        );
+        let config = check(
+            &[
+                DB,
+                ("RESTORE_DATABASE_URL", "postgres://drill:pw@db/postgres"),
+            ],
+            |_, backup| backup.drill = Some("true".to_owned()),
+        )
+        .unwrap();
+        let drill = config.drill.unwrap();
+        assert_eq!(drill.timeout, std::time::Duration::from_secs(3600));
+        assert_eq!(drill.psql, std::path::Path::new("psql"));
+        assert!(
+            !format!("{drill:?}").contains("pw@"),
+            "the password is redacted"
+        );
     }
 
     #[test]
@@ -565,6 +602,7 @@ mod runs {
             pg_timeout: Duration::from_secs(30),
             compression_level: 1,
             pg_dump: pg_dump.to_path_buf(),
+            drill: None,
         }
     }
 

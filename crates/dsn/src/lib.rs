@@ -182,6 +182,14 @@ impl Dsn {
         self.dbname.as_deref()
     }
 
+    /// The same connection to another database on the same server, with the same
+    /// credentials (a restore drill's scratch database).
+    pub fn with_dbname(&self, dbname: &str) -> Dsn {
+        let mut dsn = self.clone();
+        dsn.dbname = Some(dbname.to_owned());
+        dsn
+    }
+
     /// Whether a password is set.
     pub fn has_password(&self) -> bool {
         self.password.is_some()

@@ -108,26 +108,27 @@ fn run(job: &DumpJob<'_>, file: File) -> Result<((Finished<File>, RowCounts), St
         progress_message: "pg_dump in progress",
     };
     let gzip = ParallelGzip::new(file, job.compression_level);
-    child::supervise(&child, None, move |stdout, progress| pump(stdout, gzip, progress)).map_err(
-        |error| match error {
-            ChildError::NotFound(program) => Error::NotFound { program },
-            ChildError::Spawn(source) => Error::Spawn(source),
-            ChildError::Pgpass(source) => Error::Pgpass(source),
-            ChildError::Timeout => Error::Timeout { after: job.timeout },
-            ChildError::Interrupted => Error::Interrupted,
-            ChildError::Failed { status, stderr } => Error::Failed {
-                status,
-                code: classify::classify_stderr(&stderr),
-                stderr,
-            },
-            ChildError::Read(source) => Error::Read(source),
-            ChildError::Write(source) => Error::Write {
-                path: partial_path(job.output),
-                source,
-            },
-            ChildError::Abandoned => Error::Abandoned,
+    child::supervise(&child, None, move |stdout, progress| {
+        pump(stdout, gzip, progress)
+    })
+    .map_err(|error| match error {
+        ChildError::NotFound(program) => Error::NotFound { program },
+        ChildError::Spawn(source) => Error::Spawn(source),
+        ChildError::Pgpass(source) => Error::Pgpass(source),
+        ChildError::Timeout => Error::Timeout { after: job.timeout },
+        ChildError::Interrupted => Error::Interrupted,
+        ChildError::Failed { status, stderr } => Error::Failed {
+            status,
+            code: classify::classify_stderr(&stderr),
+            stderr,
         },
-    )
+        ChildError::Read(source) => Error::Read(source),
+        ChildError::Write(source) => Error::Write {
+            path: partial_path(job.output),
+            source,
+        },
+        ChildError::Abandoned => Error::Abandoned,
+    })
 }
 
 fn pump(

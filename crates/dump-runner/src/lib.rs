@@ -14,7 +14,12 @@
 //!   leaves no file. Every failure maps to one manifest [`ErrorCode`](manifest::ErrorCode)
 //!   through [`Error::code`].
 //!
-//! This crate is the only place in the workspace that starts a child process.
+//! - [`Psql`] is the way back through the same door: [`Psql::apply_dump`] streams a
+//!   dump, decompressed, into `psql --single-transaction -v ON_ERROR_STOP=1`;
+//!   [`Psql::query`] runs the checks around it; [`unpack`] checks every entry of a
+//!   storage archive before writing any.
+//!
+//! This crate is the only place in the workspace that starts `pg_dump` or `psql`.
 //!
 //! # Example
 //!
@@ -46,6 +51,7 @@ mod copy_count;
 mod dump;
 mod error;
 mod gzip;
+mod restore;
 mod storage;
 
 use std::path::{Path, PathBuf};
@@ -56,6 +62,10 @@ pub use copy_count::{CopyCounter, HEADER_LINE_LIMIT};
 pub use dump::{DumpJob, Dumped, KILL_GRACE, PROGRESS_INTERVAL, STDERR_TAIL, dump};
 pub use error::Error;
 pub use gzip::{BLOCK_SIZE, Finished, ParallelGzip};
+pub use restore::{
+    Psql, RestoreCode, RestoreError, TABLE_COUNTS_SQL, USER_RELATIONS_SQL, Unpacked, table_counts,
+    unpack,
+};
 pub use storage::{ArchiveJob, archive};
 
 /// `path` with [`manifest::PARTIAL_SUFFIX`] appended.

@@ -101,3 +101,81 @@ impl std::fmt::Display for ErrorCode {
         f.write_str(self.as_str())
     }
 }
+
+/// Why a restore or a drill failed (`backup-cron restore`'s one line on stderr,
+/// `drill.json`'s `error`). A closed set, as for [`ErrorCode`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestoreCode {
+    /// The target database holds relations outside the system schemas, or the
+    /// target directory is not empty. Nothing was touched. Restore into an empty one.
+    RestoreTargetNotEmpty,
+    /// `psql` failed applying the dump (the log has its redacted stderr); the
+    /// transaction was rolled back, the target is as empty as before.
+    RestoreFailed,
+    /// The restore ran past `BACKUP_RESTORE_TIMEOUT_SECONDS` and was killed.
+    RestoreTimeout,
+    /// After the restore, a table's row count differs from the manifest's, or the
+    /// manifest has no counts to compare with.
+    RestoreMismatch,
+    /// The artifact's size or sha256 differ from the manifest, or it does not
+    /// decompress. Nothing was written.
+    ArtifactCorrupt,
+    /// The manifest names no such artifact, or its file is gone.
+    ArtifactMissing,
+    /// The storage archive holds an absolute path, `..`, an entry below a symlink,
+    /// a hard link or a device. Nothing was written.
+    ArchiveUnsafe,
+    /// The artifact could not be decrypted with the given identity.
+    DecryptFailed,
+    /// The target server rejected the credentials.
+    DbAuthFailed,
+    /// The target server could not be reached.
+    DbUnreachable,
+    /// The target role may not do what the restore needs (`CREATEDB` for a drill).
+    DbPermissionDenied,
+    /// Stopped by SIGTERM or SIGINT; a drill still dropped its scratch database.
+    Interrupted,
+}
+
+impl RestoreCode {
+    /// Every code, in documentation order.
+    pub const ALL: [RestoreCode; 12] = [
+        RestoreCode::RestoreTargetNotEmpty,
+        RestoreCode::RestoreFailed,
+        RestoreCode::RestoreTimeout,
+        RestoreCode::RestoreMismatch,
+        RestoreCode::ArtifactCorrupt,
+        RestoreCode::ArtifactMissing,
+        RestoreCode::ArchiveUnsafe,
+        RestoreCode::DecryptFailed,
+        RestoreCode::DbAuthFailed,
+        RestoreCode::DbUnreachable,
+        RestoreCode::DbPermissionDenied,
+        RestoreCode::Interrupted,
+    ];
+
+    /// The code as written, e.g. `restore_mismatch`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestoreCode::RestoreTargetNotEmpty => "restore_target_not_empty",
+            RestoreCode::RestoreFailed => "restore_failed",
+            RestoreCode::RestoreTimeout => "restore_timeout",
+            RestoreCode::RestoreMismatch => "restore_mismatch",
+            RestoreCode::ArtifactCorrupt => "artifact_corrupt",
+            RestoreCode::ArtifactMissing => "artifact_missing",
+            RestoreCode::ArchiveUnsafe => "archive_unsafe",
+            RestoreCode::DecryptFailed => "decrypt_failed",
+            RestoreCode::DbAuthFailed => "db_auth_failed",
+            RestoreCode::DbUnreachable => "db_unreachable",
+            RestoreCode::DbPermissionDenied => "db_permission_denied",
+            RestoreCode::Interrupted => "interrupted",
+        }
+    }
+}
+
+impl std::fmt::Display for RestoreCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -38,6 +38,7 @@
 //! not exist or refers to complete contents.
 
 mod code;
+mod drill;
 mod error;
 mod layout;
 pub mod private;
@@ -53,7 +54,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-pub use code::ErrorCode;
+pub use code::{ErrorCode, RestoreCode};
+pub use drill::{DRILL_FILE, DRILL_SCHEMA, Drill, DrillError, Mismatch};
 pub use error::Error;
 pub use layout::{BackupDir, LOCK_FILE, RunLock, SCHEDULER_FILE, StampDir};
 pub use redact::redact;

@@ -4,5 +4,6 @@
 mod config;
 mod inspect;
 mod once;
+mod restore;
 mod signals;
 mod support;

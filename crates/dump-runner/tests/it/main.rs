@@ -6,3 +6,4 @@ mod dump;
 mod gzip;
 mod row_counts;
 mod storage;
+mod unpack;
