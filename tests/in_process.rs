@@ -76,6 +76,7 @@ async fn two_workers_complete_each_submission_once_and_the_backup_restores_ident
     let common = backup_cron::cli::Common {
         backup_dir: Some(backups.display().to_string()),
         log_format: None,
+        metrics_file: None,
     };
     let settings = backup_cron::cli::BackupSettings {
         storage_root: Some(storage.display().to_string()),

@@ -189,6 +189,14 @@ pub struct Common {
         hide_env_values = true
     )]
     pub log_format: Option<String>,
+    /// Prometheus textfile rewritten after every run and drill [default: off]
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "BACKUP_METRICS_FILE",
+        hide_env_values = true
+    )]
+    pub metrics_file: Option<String>,
 }
 
 /// What a backup run does: flag, else environment variable, else default.

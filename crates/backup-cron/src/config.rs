@@ -44,6 +44,8 @@ pub struct RunConfig {
     pub pg_dump: PathBuf,
     /// `BACKUP_DRILL=true`: how to drill each new backup.
     pub drill: Option<RestoreConfig>,
+    /// `BACKUP_METRICS_FILE`.
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// Validates everything ([`resolve`]), then creates `BACKUP_DIR` if missing (the
@@ -138,7 +140,13 @@ pub fn resolve(
         compression_level,
         pg_dump,
         drill,
+        metrics_file: metrics_file(common),
     })
+}
+
+/// `BACKUP_METRICS_FILE`.
+pub fn metrics_file(common: &Common) -> Option<PathBuf> {
+    non_empty(common.metrics_file.as_deref()).map(PathBuf::from)
 }
 
 /// `RESTORE_DATABASE_URL` (optional here: storage restores need none), `PSQL`,

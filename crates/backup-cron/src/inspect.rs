@@ -179,9 +179,7 @@ pub fn status(backup_dir: &Path, max_age: Duration, now: UtcTime) -> Report {
     });
     match drilled {
         Some((name, Ok(drill))) => {
-            let age = UtcTime::parse_rfc3339(&drill.finished_at)
-                .map(|finished| human(age_of(finished)))
-                .unwrap_or_else(|| "unknown".to_owned());
+            let age = human(age_of(drill.finished_at.0));
             let outcome = match &drill.error {
                 None => format!(
                     "ok, {} tables, {} rows",

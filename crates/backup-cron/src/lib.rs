@@ -37,6 +37,7 @@ pub mod cli;
 pub mod config;
 pub mod inspect;
 pub mod logging;
+pub mod metrics;
 pub mod restore;
 pub mod retention;
 pub mod run;
@@ -181,6 +182,9 @@ pub fn execute(cli: &Cli, env: &dsn::Environment) -> Result<ExitCode, Error> {
             let dir = config::restore_source(dir, &common)?;
             let cancellation = run::cancel_on_signals();
             let drill = restore::drill(&dir, server, &config, &cancellation);
+            if let Some(path) = config::metrics_file(&common) {
+                metrics::record_drill(&path, &drill);
+            }
             let outcome = match &drill.error {
                 None => Ok(format!(
                     "drill ok: {} tables, {} rows as recorded",

@@ -185,6 +185,9 @@ pub fn run_once(config: &RunConfig, tool: &str, cancellation: &Cancellation) -> 
         tracing::error!(error = %error, code = %error.code(), "cannot write manifest.json; the run counts as interrupted");
         return RunOutcome::Failed;
     }
+    if let Some(path) = &config.metrics_file {
+        crate::metrics::record_run(path, &manifest);
+    }
     if manifest.status == Status::Failed {
         let error = manifest
             .error
@@ -197,6 +200,9 @@ pub fn run_once(config: &RunConfig, tool: &str, cancellation: &Cancellation) -> 
         && let Some(server) = &restore.target
     {
         let drill = crate::restore::drill(&run_dir, server, restore, cancellation);
+        if let Some(path) = &config.metrics_file {
+            crate::metrics::record_drill(path, &drill);
+        }
         if drill.status != Status::Ok {
             tracing::error!(dir = %run_name, code = ?drill.error.map(|error| error.code), mismatches = drill.mismatches.len(), "drill failed; retention skipped");
             return RunOutcome::DrillFailed;

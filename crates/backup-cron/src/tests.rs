@@ -379,6 +379,7 @@ mod config {
         let common = Common {
             backup_dir: Some("/backups".to_owned()),
             log_format: None,
+            metrics_file: None,
         };
         let backup = BackupSettings {
             storage_root: None,
@@ -603,6 +604,7 @@ mod runs {
             compression_level: 1,
             pg_dump: pg_dump.to_path_buf(),
             drill: None,
+            metrics_file: None,
         }
     }
 

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ArtifactName, RestoreCode, Status, UtcTime};
+use crate::{ArtifactName, RestoreCode, Status, Timestamp, UtcTime};
 
 /// The file name inside a backup directory.
 pub const DRILL_FILE: &str = "drill.json";
@@ -19,7 +19,7 @@ pub struct Drill {
     /// `ok` or `failed`.
     pub status: Status,
     /// When it ended, RFC 3339 UTC.
-    pub finished_at: String,
+    pub finished_at: Timestamp,
     /// How long it took.
     pub duration_ms: u64,
     /// Which artifact was restored.
@@ -77,7 +77,7 @@ impl Drill {
             } else {
                 Status::Failed
             },
-            finished_at: finished.rfc3339(),
+            finished_at: Timestamp(finished),
             duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
             artifact,
             tables_checked,

@@ -323,3 +323,65 @@ async fn sigterm_during_a_drill_leaves_no_scratch_database_and_leftovers_are_dro
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_metrics_file_follows_runs_and_drills_and_promtool_accepts_it() {
+    let mut world = World::new().await;
+    let metrics_dir = tempfile::tempdir().unwrap();
+    let metrics = metrics_dir.path().join("backup.prom");
+    world.set("BACKUP_METRICS_FILE", metrics.to_str().unwrap());
+    tokio::task::block_in_place(|| backed_up(&world));
+    let first = std::fs::read_to_string(&metrics).unwrap();
+    fixtures::reference::promtool_check_metrics(&first).unwrap();
+    assert!(first.contains("backup_last_run_success 1"), "{first}");
+    assert!(
+        first.contains("backup_runs_total{status=\"ok\"} 1"),
+        "{first}"
+    );
+    assert!(
+        first.contains("backup_artifact_bytes{artifact=\"supabase_db\"} "),
+        "{first}"
+    );
+    let success = |text: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix("backup_last_success_timestamp_seconds "))
+            .map(str::to_owned)
+    };
+
+    let fake = fixtures::FakePgDump::failing(1, "pg_dump: error: connection refused").unwrap();
+    world.set("PG_DUMP", fake.path().to_str().unwrap());
+    let output = tokio::task::block_in_place(|| world.run(&["once"]));
+    assert_eq!(output.status.code(), Some(1));
+    let second = std::fs::read_to_string(&metrics).unwrap();
+    fixtures::reference::promtool_check_metrics(&second).unwrap();
+    assert!(second.contains("backup_last_run_success 0"), "{second}");
+    assert!(
+        second.contains("backup_runs_total{status=\"ok\"} 1"),
+        "carried on: {second}"
+    );
+    assert!(
+        second.contains("backup_runs_total{status=\"failed\"} 1"),
+        "{second}"
+    );
+    assert_eq!(success(&second), success(&first), "the last success stays");
+
+    let (url, _) = empty_target(&world).await;
+    world.set("RESTORE_DATABASE_URL", &url);
+    let ok_dir = world.run_dirs()[0].clone();
+    let output = tokio::task::block_in_place(|| world.run(&["drill", ok_dir.to_str().unwrap()]));
+    assert_eq!(output.status.code(), Some(0), "{:?}", text(&output));
+    let third = std::fs::read_to_string(&metrics).unwrap();
+    fixtures::reference::promtool_check_metrics(&third).unwrap();
+    assert!(
+        third.contains("backup_drill_last_success_timestamp_seconds "),
+        "{third}"
+    );
+    assert!(
+        third.contains("backup_runs_total{status=\"failed\"} 1"),
+        "{third}"
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&metrics).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o644, "readable by the collector's user");
+}
