@@ -160,6 +160,7 @@ fn backup_cases(
         .is_ok_and(|path| !path.is_empty());
     let mut rows = Vec::new();
     let mut json = Vec::new();
+    let mut restore_rows = Vec::new();
     for (label, factor) in [("1x", 1u32), ("2x", 2)] {
         let db = format!("bench_{label}");
         eprintln!(
@@ -271,13 +272,126 @@ fn backup_cases(
             "xtask bench: dataset {label}: {:.0} MB of plain SQL",
             uncompressed.trim().parse::<f64>().unwrap_or(0.0) / 1e6
         );
+        let backup_seconds = rows_median(&json, label, "backup-cron once (level 6)");
+        restore_rows.extend(restore_cases(
+            sh,
+            &psql,
+            &out.join("backup-cron-6"),
+            label,
+            settings.runs,
+            backup_seconds,
+        )?);
     }
+    print_table(
+        "Restore (each a whole process, the target database dropped and created inside it; \
+         ratio to `gunzip -c | psql --single-transaction`; CopyCounter: the row counter alone \
+         over the same dump, in-process, as a share of `backup-cron once`)",
+        "| dataset | case | median s | min s | max s | ratio |\n|---|---|---|---|---|---|",
+        &restore_rows,
+    );
     print_table(
         "Backup (each case a whole process; ratio to `pg_dump > /dev/null` of the same dataset)",
         "| dataset | case | median s | min s | max s | ratio | output MB | peak RSS MiB |\n|---|---|---|---|---|---|---|---|",
         &rows,
     );
     Ok(format!("[{}]\n", json.join(",\n")))
+}
+
+/// The median seconds recorded for `case` of `dataset` in the JSON rows so far.
+fn rows_median(json: &[String], dataset: &str, case: &str) -> f64 {
+    json.iter()
+        .filter(|row| row.contains(&format!("\"dataset\":\"{dataset}\",\"case\":\"{case}\"")))
+        .find_map(|row| {
+            row.split("\"median_s\":")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(f64::NAN)
+}
+
+/// `backup-cron restore` of the backup in `backups` against the shell pipeline an
+/// operator would type, each into a freshly created database; and the row counter's
+/// own cost over the same dump.
+fn restore_cases(
+    sh: &Shell,
+    psql: &Psql<'_>,
+    backups: &Path,
+    label: &str,
+    runs: usize,
+    backup_seconds: f64,
+) -> anyhow::Result<Vec<String>> {
+    let run = std::fs::read_dir(backups)?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .find(|path| path.is_dir())
+        .context("backup-cron wrote no run directory")?;
+    let dump = run.join("supabase_db.sql.gz");
+    let client = psql.cluster.bin_dir().join("psql");
+    let target = format!("restore_{label}");
+    let recreate = format!(
+        "{client} -X -q -d '{}' -c 'drop database if exists {target}' -c 'create database {target}'",
+        psql.dsn("postgres"),
+        client = client.display()
+    );
+    let backup_cron = project_root().join("target/release/backup-cron");
+    let cases = [
+        (
+            "gunzip -c \\| psql --single-transaction",
+            format!(
+                "{recreate} && gunzip -c {} | {} -X -q --single-transaction -v ON_ERROR_STOP=1 -d '{}' > /dev/null",
+                dump.display(),
+                client.display(),
+                psql.dsn(&target)
+            ),
+            vec![],
+        ),
+        (
+            "backup-cron restore (with the row-count check)",
+            format!(
+                "{recreate} && {} restore {}",
+                backup_cron.display(),
+                run.display()
+            ),
+            vec![
+                ("RESTORE_DATABASE_URL", psql.dsn(&target)),
+                ("PSQL", client.display().to_string()),
+                ("RUST_LOG", "warn".to_owned()),
+            ],
+        ),
+    ];
+    let mut rows = Vec::new();
+    let mut baseline = None;
+    for (name, script, env) in &cases {
+        let samples: Vec<Sample> = (0..runs)
+            .map(|_| measure(sh, script, env))
+            .collect::<Result<_, _>>()?;
+        let (median, min, max, _) = stats(&samples);
+        let base = *baseline.get_or_insert(median);
+        rows.push(format!(
+            "| {label} | {name} | {median:.2} | {min:.2} | {max:.2} | {:.2}× |",
+            median / base
+        ));
+    }
+    let mut sql = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(std::fs::File::open(&dump)?),
+        &mut sql,
+    )?;
+    let started = Instant::now();
+    let mut counter = dump_runner::CopyCounter::new();
+    for chunk in sql.chunks(256 * 1024) {
+        counter.feed(chunk);
+    }
+    let tables = counter.finish().len();
+    let seconds = started.elapsed().as_secs_f64();
+    rows.push(format!(
+        "| {label} | CopyCounter over the {:.0} MB dump ({tables} tables) | {seconds:.3} | – | – | {:.1} % of `backup-cron once` |",
+        sql.len() as f64 / 1e6,
+        100.0 * seconds / backup_seconds
+    ));
+    Ok(rows)
 }
 
 /// Size of the `.gz` a case wrote: a file, or the dump inside a backup directory.

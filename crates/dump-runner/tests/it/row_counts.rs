@@ -60,16 +60,19 @@ proptest! {
             for (index, (name, rows)) in tables.iter().enumerate() {
                 let schema = if index % 2 == 0 { "public" } else { "\"odd schema\"" };
                 let table = format!("{schema}.{}", quote(name));
+                // The rows arrive as two arrays and become the table in one
+                // statement.
+                let a: Vec<Option<String>> = rows.iter().map(|(a, _)| a.clone()).collect();
+                let b: Vec<String> = rows.iter().map(|(_, b)| b.clone()).collect();
                 client
-                    .batch_execute(&format!("create table {table} (a text, b text not null)"))
+                    .execute(
+                        &format!(
+                            "create table {table} as select a, b from unnest($1::text[], $2::text[]) as r(a, b)"
+                        ),
+                        &[&a, &b],
+                    )
                     .await
                     .unwrap();
-                for (a, b) in rows {
-                    client
-                        .execute(&format!("insert into {table} values ($1, $2)"), &[a, b])
-                        .await
-                        .unwrap();
-                }
             }
             let mut expected = BTreeMap::new();
             let names = client
