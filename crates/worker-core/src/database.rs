@@ -26,6 +26,8 @@ pub enum DatabaseProblem {
     SchemaMissing,
     /// The role lacks a privilege the worker needs (42501).
     PermissionDenied,
+    /// No index serves the lease statement's order: leasing sorts the whole backlog.
+    LeaseIndexMissing,
     /// `sslmode` requires TLS and the server does not offer it.
     TlsRefused,
     /// The server's certificate is not signed by a CA the worker trusts (or has
@@ -98,6 +100,7 @@ impl DatabaseProblem {
             DatabaseProblem::DatabaseMissing => "db_not_found",
             DatabaseProblem::SchemaMissing => "db_schema_missing",
             DatabaseProblem::PermissionDenied => "db_permission_denied",
+            DatabaseProblem::LeaseIndexMissing => "db_lease_index_missing",
             DatabaseProblem::TlsRefused => "db_tls_refused",
             DatabaseProblem::TlsUntrusted => "db_tls_untrusted",
             DatabaseProblem::TlsWrongHost => "db_tls_wrong_host",
@@ -117,6 +120,9 @@ impl DatabaseProblem {
                 "the worker's tables or functions are missing or outdated"
             }
             DatabaseProblem::PermissionDenied => "the worker's role lacks a privilege it needs",
+            DatabaseProblem::LeaseIndexMissing => {
+                "no index on learning_submission_jobs (status, visible_at, created_at): every lease sorts the whole queue"
+            }
             DatabaseProblem::TlsRefused => {
                 "the database does not accept TLS, and sslmode requires it"
             }
@@ -145,6 +151,9 @@ impl DatabaseProblem {
             }
             DatabaseProblem::PermissionDenied => {
                 "connect as gustav_worker, whose grants the schema script sets; re-apply the schema if they were changed"
+            }
+            DatabaseProblem::LeaseIndexMissing => {
+                "as the database owner: create index concurrently learning_submission_jobs_lease_idx on public.learning_submission_jobs (status, visible_at, created_at)"
             }
             DatabaseProblem::TlsRefused => {
                 "enable ssl on the server, or lower sslmode in LEARNING_DATABASE_URL if the network is private"

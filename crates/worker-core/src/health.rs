@@ -104,7 +104,7 @@ async fn ready(state: &HealthState) -> Result<(), String> {
     let checks = crate::schema::check(&client)
         .await
         .map_err(|error| down(DatabaseProblem::of_postgres(&error)))?;
-    if let Some(failed) = checks.iter().find(|check| !check.ok) {
+    if let Some(failed) = checks.iter().find(|check| check.blocks_work()) {
         return Err(format!("{}: {}", failed.problem.code(), failed.name));
     }
     match state.observers.readiness.not_ready() {

@@ -57,10 +57,19 @@ pub struct Check {
     pub problem: DatabaseProblem,
 }
 
+impl Check {
+    /// Whether a failure stops the worker from working (and so makes it unready).
+    /// A missing lease index only makes it slower: `check` reports it, `/readyz`
+    /// does not.
+    pub fn blocks_work(&self) -> bool {
+        !self.ok && self.problem != DatabaseProblem::LeaseIndexMissing
+    }
+}
+
 /// Checks, as the connected role, that the objects the worker needs exist, that the
 /// role has exactly the privileges it needs, and that it is not privileged.
 pub async fn check(client: &Client) -> Result<Vec<Check>, tokio_postgres::Error> {
-    use DatabaseProblem::{PermissionDenied, SchemaMissing};
+    use DatabaseProblem::{LeaseIndexMissing, PermissionDenied, SchemaMissing};
     const CHECKS: &[(&str, DatabaseProblem, &str)] = &[
         (
             "table learning_submissions",
@@ -96,6 +105,15 @@ pub async fn check(client: &Client) -> Result<Vec<Check>, tokio_postgres::Error>
             "function learning_worker_mark_retry",
             SchemaMissing,
             "select to_regprocedure('public.learning_worker_mark_retry(uuid, text, text, timestamptz)') is not null",
+        ),
+        (
+            "index on learning_submission_jobs (status, visible_at, created_at)",
+            LeaseIndexMissing,
+            "select exists (select 1 from pg_index i \
+                    where i.indrelid = 'public.learning_submission_jobs'::regclass and i.indisvalid \
+                    and (i.indkey::int2[])[0:2] = (select array_agg(a.attnum order by o.n)::int2[] \
+                        from unnest(array['status', 'visible_at', 'created_at']) with ordinality as o(name, n) \
+                        join pg_attribute a on a.attrelid = i.indrelid and a.attname = o.name))",
         ),
         (
             "select on learning_submissions and unit_tasks",

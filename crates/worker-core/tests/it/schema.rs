@@ -374,3 +374,86 @@ async fn a_word_the_worker_does_not_know_is_a_conversion_error_not_a_default() {
         "{unknown}"
     );
 }
+
+/// The definitions of the job table's indexes, sorted.
+async fn job_indexes(client: &Client) -> Vec<String> {
+    client
+        .query(
+            "select indexdef from pg_indexes where tablename = 'learning_submission_jobs' \
+             and indexname <> 'learning_submission_jobs_pkey' order by indexname",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+async fn lease_index_check(client: &Client) -> worker_core::schema::Check {
+    worker_core::schema::check(client)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|check| check.problem == worker_core::database::DatabaseProblem::LeaseIndexMissing)
+        .expect("the lease index is checked")
+}
+
+#[tokio::test]
+async fn the_lease_index_is_created_beside_the_platform_s_and_old_ones_are_renamed() {
+    let db = TestDb::new().await.unwrap();
+    let mut client = db.connect().await.unwrap();
+    let lease_index = "CREATE INDEX learning_submission_jobs_lease_idx ON public.learning_submission_jobs USING btree (status, visible_at, created_at)";
+    assert_eq!(job_indexes(&client).await, [lease_index]);
+    assert!(lease_index_check(&client).await.ok);
+
+    // The platform's database: the contract's two-column index under the contract's name.
+    client
+        .batch_execute(
+            "drop index learning_submission_jobs_lease_idx;
+             create index learning_submission_jobs_status_visible_at_idx
+               on public.learning_submission_jobs (status, visible_at);",
+        )
+        .await
+        .unwrap();
+    let missing = lease_index_check(&client).await;
+    assert!(!missing.ok);
+    assert!(
+        !missing.blocks_work(),
+        "slower, not broken: the worker stays ready"
+    );
+    assert_eq!(missing.problem.code(), "db_lease_index_missing");
+    assert!(
+        missing
+            .problem
+            .fix()
+            .contains("create index concurrently learning_submission_jobs_lease_idx")
+    );
+    worker_core::schema::apply(&mut client).await.unwrap();
+    assert_eq!(
+        job_indexes(&client).await,
+        [
+            lease_index,
+            "CREATE INDEX learning_submission_jobs_status_visible_at_idx ON public.learning_submission_jobs USING btree (status, visible_at)",
+        ],
+        "the platform's index stays, the lease index joins it"
+    );
+    assert!(lease_index_check(&client).await.ok);
+
+    // A database set up by an earlier version: the three columns under the contract name.
+    client
+        .batch_execute(
+            "drop index learning_submission_jobs_lease_idx;
+             drop index learning_submission_jobs_status_visible_at_idx;
+             create index learning_submission_jobs_status_visible_at_idx
+               on public.learning_submission_jobs (status, visible_at, created_at);",
+        )
+        .await
+        .unwrap();
+    worker_core::schema::apply(&mut client).await.unwrap();
+    assert_eq!(
+        job_indexes(&client).await,
+        [lease_index],
+        "renamed, not duplicated"
+    );
+}
