@@ -55,7 +55,7 @@ pub(crate) fn run(sh: &Shell, quick: bool) -> anyhow::Result<()> {
     .run()?;
     cmd!(
         sh,
-        "{cargo} build --release --locked -p lease --example noop_drain"
+        "{cargo} build --release --locked -p pg-lease --example noop_drain"
     )
     .run()?;
     let out_dir = project_root().join("target/bench");

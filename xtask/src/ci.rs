@@ -30,6 +30,7 @@ pub(crate) fn run(sh: &Shell) -> anyhow::Result<()> {
     step("test", || {
         cmd!(sh, "{cargo} test --workspace --locked").run()
     })?;
+    forget_unpacked_packages()?;
     step("package", || {
         // `--allow-dirty`: a local run packages the tree as it is, which is what CI's
         // clean checkout packages too.
@@ -62,6 +63,47 @@ pub(crate) fn run(sh: &Shell) -> anyhow::Result<()> {
             },
         )
     })?;
+    Ok(())
+}
+
+/// `cargo package --workspace` verifies each package against the others through a
+/// local registry, and cargo unpacks such a package once per registry path and
+/// version into `$CARGO_HOME/registry/src/-<hash>/NAME-VERSION`, never again. The
+/// version only changes on a release, so a second run would verify against the
+/// first run's sources. Removing those directories makes every run verify the tree
+/// as it is.
+fn forget_unpacked_packages() -> anyhow::Result<()> {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| std::path::Path::new(&home).join(".cargo")))
+        .ok_or_else(|| anyhow::anyhow!("neither CARGO_HOME nor HOME is set"))?;
+    let Ok(registries) = std::fs::read_dir(home.join("registry/src")) else {
+        return Ok(());
+    };
+    let version = env!("CARGO_PKG_VERSION");
+    let packages: Vec<String> = std::fs::read_dir(crate::project_root().join("crates"))?
+        .filter_map(|entry| entry.ok())
+        .filter_map(|entry| std::fs::read_to_string(entry.path().join("Cargo.toml")).ok())
+        .filter_map(|manifest| {
+            manifest
+                .lines()
+                .find_map(|line| line.strip_prefix("name = \""))
+                .and_then(|rest| rest.strip_suffix('"'))
+                .map(|name| format!("{name}-{version}"))
+        })
+        .collect();
+    for registry in registries.filter_map(|entry| entry.ok()) {
+        // Local registries are named `-<hash>`; crates.io's sources are left alone.
+        if !registry.file_name().to_string_lossy().starts_with('-') {
+            continue;
+        }
+        for package in &packages {
+            let unpacked = registry.path().join(package);
+            if unpacked.exists() {
+                std::fs::remove_dir_all(&unpacked)?;
+            }
+        }
+    }
     Ok(())
 }
 

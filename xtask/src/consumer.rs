@@ -38,8 +38,8 @@ pub(crate) fn run(sh: &Shell) -> anyhow::Result<()> {
         format!(
             "[package]\nname = \"consumer\"\nversion = \"0.0.0\"\nedition = \"2024\"\npublish = false\n\n\
              [dependencies]\n\
-             dsn = {{ path = \"{dsn}\", features = [\"tokio-postgres\"] }}\n\
-             lease = {{ path = \"{lease}\" }}\n\
+             dsn = {{ package = \"pg-dsn\", path = \"{dsn}\", features = [\"tokio-postgres\"] }}\n\
+             lease = {{ package = \"pg-lease\", path = \"{lease}\" }}\n\
              deadpool-postgres = {{ version = \"0.14\", default-features = false, features = [\"rt_tokio_1\"] }}\n\
              tokio = {{ version = \"1\", default-features = false, features = [\"macros\", \"rt\"] }}\n\
              tokio-postgres = {{ version = \"0.7\", default-features = false, features = [\"runtime\"] }}\n\n\

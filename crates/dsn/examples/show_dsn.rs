@@ -1,5 +1,5 @@
 //! What a service would make of a connection string, without showing its secret:
-//! `DATABASE_URL=postgres://u:secret@db/app cargo run -p dsn --example show_dsn`
+//! `DATABASE_URL=postgres://u:secret@db/app cargo run -p pg-dsn --example show_dsn`
 //! (or `DATABASE_URL_FILE=/run/secrets/dsn`). Prints the redacted DSN and the
 //! environment a child such as `pg_dump` would get; the password goes only into a
 //! private pgpass file, which is removed again at the end.

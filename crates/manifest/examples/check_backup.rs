@@ -1,5 +1,5 @@
 //! Verifies a backup directory as `backup-cron verify` does, from the library:
-//! `cargo run -p manifest --example check_backup -- /backups/2026-11-29_020000`.
+//! `cargo run -p backup-manifest --example check_backup -- /backups/2026-11-29_020000`.
 #![expect(clippy::print_stdout, reason = "an example reports on stdout")]
 
 use std::process::ExitCode;
