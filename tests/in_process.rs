@@ -83,6 +83,7 @@ async fn two_workers_complete_each_submission_once_and_the_backup_restores_ident
         retention_days: None,
         keep_min: None,
         pg_timeout_seconds: None,
+        compression: None,
         compression_level: None,
         pg_dump: Some(cluster.bin_dir().join("pg_dump").display().to_string()),
         drill: None,

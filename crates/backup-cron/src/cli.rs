@@ -234,7 +234,15 @@ pub struct BackupSettings {
         hide_env_values = true
     )]
     pub pg_timeout_seconds: Option<String>,
-    /// gzip level 1-9 [default: 6].
+    /// gzip or zstd [default: gzip]
+    #[arg(
+        long,
+        value_name = "CODEC",
+        env = "BACKUP_COMPRESSION",
+        hide_env_values = true
+    )]
+    pub compression: Option<String>,
+    /// gzip 1-9 [default: 6], zstd 1-19 [default: 3].
     #[arg(
         long,
         value_name = "LEVEL",

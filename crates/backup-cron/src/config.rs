@@ -39,7 +39,7 @@ pub struct RunConfig {
     /// `BACKUP_PG_TIMEOUT_SECONDS`: the wall-clock limit of each `pg_dump`.
     pub pg_timeout: Duration,
     /// `BACKUP_COMPRESSION_LEVEL`, 1–9.
-    pub compression_level: u32,
+    pub compression: dump_runner::Compression,
     /// `PG_DUMP`: the program.
     pub pg_dump: PathBuf,
     /// `BACKUP_DRILL=true`: how to drill each new backup.
@@ -104,12 +104,25 @@ pub fn resolve(
         300u64,
         1..=604_800,
     )?;
-    let compression_level = number(
-        settings.compression_level.as_deref(),
-        "BACKUP_COMPRESSION_LEVEL",
-        6,
-        1..=9,
-    )?;
+    let compression = match non_empty(settings.compression.as_deref()).unwrap_or("gzip") {
+        "gzip" => dump_runner::Compression::gzip(number(
+            settings.compression_level.as_deref(),
+            "BACKUP_COMPRESSION_LEVEL",
+            6,
+            1..=9,
+        )?),
+        "zstd" => dump_runner::Compression::zstd(number(
+            settings.compression_level.as_deref(),
+            "BACKUP_COMPRESSION_LEVEL",
+            3,
+            1..=19,
+        )?),
+        other => {
+            return Err(Error::Config(format!(
+                "BACKUP_COMPRESSION: expected gzip or zstd, got {other:?}"
+            )));
+        }
+    };
     let pg_dump = PathBuf::from(non_empty(settings.pg_dump.as_deref()).unwrap_or("pg_dump"));
     let storage_root = non_empty(settings.storage_root.as_deref()).map(PathBuf::from);
     let drill = match non_empty(settings.drill.as_deref()) {
@@ -137,7 +150,7 @@ pub fn resolve(
         storage_root,
         retention,
         pg_timeout: Duration::from_secs(pg_timeout_seconds),
-        compression_level,
+        compression,
         pg_dump,
         drill,
         metrics_file: metrics_file(common),

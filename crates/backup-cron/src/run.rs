@@ -143,7 +143,7 @@ pub fn run_once(config: &RunConfig, tool: &str, cancellation: &Cancellation) -> 
             dump(
                 config,
                 &config.platform.dsn,
-                &run_dir.join(ArtifactName::SupabaseDb.file_name()),
+                &run_dir.join(ArtifactName::SupabaseDb.file_name_for(config.compression.codec)),
                 cancellation,
             )
         },
@@ -157,7 +157,7 @@ pub fn run_once(config: &RunConfig, tool: &str, cancellation: &Cancellation) -> 
                 dump(
                     config,
                     keycloak,
-                    &run_dir.join(ArtifactName::KeycloakDb.file_name()),
+                    &run_dir.join(ArtifactName::KeycloakDb.file_name_for(config.compression.codec)),
                     cancellation,
                 )
             },
@@ -171,8 +171,9 @@ pub fn run_once(config: &RunConfig, tool: &str, cancellation: &Cancellation) -> 
             || {
                 dump_runner::archive(&ArchiveJob {
                     root,
-                    output: &run_dir.join(ArtifactName::Storage.file_name()),
-                    compression_level: config.compression_level,
+                    output: &run_dir
+                        .join(ArtifactName::Storage.file_name_for(config.compression.codec)),
+                    compression: config.compression,
                     cancellation,
                 })
             },
@@ -275,7 +276,7 @@ fn dump(
         dsn,
         output,
         timeout: config.pg_timeout,
-        compression_level: config.compression_level,
+        compression: config.compression,
         cancellation,
         progress_interval: dump_runner::PROGRESS_INTERVAL,
     })?;

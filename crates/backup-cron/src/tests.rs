@@ -386,6 +386,7 @@ mod config {
             retention_days: None,
             keep_min: None,
             pg_timeout_seconds: None,
+            compression: None,
             compression_level: None,
             pg_dump: None,
             drill: None,
@@ -425,7 +426,7 @@ mod config {
         assert_eq!(config.retention.retention_days, 7);
         assert_eq!(config.retention.keep_min, 1);
         assert_eq!(config.pg_timeout, std::time::Duration::from_secs(300));
-        assert_eq!(config.compression_level, 6);
+        assert_eq!(config.compression, dump_runner::Compression::gzip(6));
         assert_eq!(config.pg_dump, std::path::Path::new("pg_dump"));
         assert_eq!(config.storage_root, None);
         assert!(config.keycloak.is_none());
@@ -450,6 +451,30 @@ mod config {
         let keycloak = config.keycloak.unwrap();
         assert_eq!(keycloak.user(), Some("kc"));
         assert!(keycloak.has_password());
+    }
+
+    #[test]
+    fn zstd_has_its_own_levels() {
+        let zstd = |level: Option<&str>| {
+            check(&[DB], |_, backup| {
+                backup.compression = Some("zstd".to_owned());
+                backup.compression_level = level.map(str::to_owned);
+            })
+            .map(|config| config.compression)
+        };
+        assert_eq!(zstd(None), Ok(dump_runner::Compression::zstd(3)));
+        assert_eq!(zstd(Some("19")), Ok(dump_runner::Compression::zstd(19)));
+        assert_eq!(
+            zstd(Some("20")).err().as_deref(),
+            Some("BACKUP_COMPRESSION_LEVEL: expected a whole number from 1 to 19, got \"20\"")
+        );
+        assert_eq!(
+            check(&[DB], |_, backup| backup.compression =
+                Some("xz".to_owned()))
+            .err()
+            .as_deref(),
+            Some("BACKUP_COMPRESSION: expected gzip or zstd, got \"xz\"")
+        );
     }
 
     #[test]
@@ -601,7 +626,7 @@ mod runs {
                 keep_min: 1,
             },
             pg_timeout: Duration::from_secs(30),
-            compression_level: 1,
+            compression: dump_runner::Compression::gzip(1),
             pg_dump: pg_dump.to_path_buf(),
             drill: None,
             metrics_file: None,

@@ -22,7 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         dsn: &resolved.dsn,
         output: &output,
         timeout: Duration::from_secs(300),
-        compression_level: 6,
+        compression: dump_runner::Compression::gzip(6),
         cancellation: &dump_runner::Cancellation::new(),
         progress_interval: dump_runner::PROGRESS_INTERVAL,
     };

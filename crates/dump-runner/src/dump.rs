@@ -19,9 +19,10 @@ use manifest::Written;
 
 use crate::cancel::Cancellation;
 use crate::child::{self, ChildError, ChildJob, PipeError};
+use crate::compress::{Compression, Compressor};
 use crate::copy_count::CopyCounter;
 use crate::error::Error;
-use crate::gzip::{Finished, ParallelGzip};
+use crate::gzip::Finished;
 use crate::{classify, partial_path};
 
 pub use crate::child::{KILL_GRACE, STDERR_TAIL};
@@ -39,8 +40,8 @@ pub struct DumpJob<'a> {
     pub output: &'a Path,
     /// Hard wall-clock limit for `pg_dump`.
     pub timeout: Duration,
-    /// gzip level 1–9.
-    pub compression_level: u32,
+    /// The codec and its level.
+    pub compression: Compression,
     /// Ends the dump early (SIGTERM/SIGINT).
     pub cancellation: &'a Cancellation,
     /// How often to log progress; [`PROGRESS_INTERVAL`] in production.
@@ -84,6 +85,7 @@ pub fn dump(job: &DumpJob<'_>) -> Result<Dumped, Error> {
                 sha256: finished.sha256,
                 duration: started.elapsed(),
                 row_counts: Some(row_counts),
+                codec: job.compression.codec,
             };
             Ok(Dumped { written, stderr })
         }
@@ -107,9 +109,12 @@ fn run(job: &DumpJob<'_>, file: File) -> Result<((Finished<File>, RowCounts), St
         progress_interval: job.progress_interval,
         progress_message: "pg_dump in progress",
     };
-    let gzip = ParallelGzip::new(file, job.compression_level);
+    let compressor = Compressor::new(file, job.compression).map_err(|source| Error::Write {
+        path: partial_path(job.output),
+        source,
+    })?;
     child::supervise(&child, None, move |stdout, progress| {
-        pump(stdout, gzip, progress)
+        pump(stdout, compressor, progress)
     })
     .map_err(|error| match error {
         ChildError::NotFound(program) => Error::NotFound { program },
@@ -133,7 +138,7 @@ fn run(job: &DumpJob<'_>, file: File) -> Result<((Finished<File>, RowCounts), St
 
 fn pump(
     mut stdout: ChildStdout,
-    mut gzip: ParallelGzip<File>,
+    mut compressor: Compressor,
     progress: &AtomicU64,
 ) -> Result<(Finished<File>, RowCounts), PipeError> {
     let mut buffer = vec![0u8; 256 * 1024];
@@ -146,8 +151,13 @@ fn pump(
             Err(error) => return Err(PipeError::Read(error)),
         };
         counter.feed(&buffer[..read]);
-        gzip.write_all(&buffer[..read]).map_err(PipeError::Write)?;
+        compressor
+            .write_all(&buffer[..read])
+            .map_err(PipeError::Write)?;
         progress.fetch_add(read as u64, Ordering::Relaxed);
     }
-    Ok((gzip.finish().map_err(PipeError::Write)?, counter.finish()))
+    Ok((
+        compressor.finish().map_err(PipeError::Write)?,
+        counter.finish(),
+    ))
 }

@@ -242,10 +242,21 @@ fn write_in_order<W: Write>(
     })
 }
 
-struct HashingWriter<W> {
-    inner: W,
-    bytes: u64,
-    hasher: Sha256,
+/// Counts and hashes every byte written through it.
+pub(crate) struct HashingWriter<W> {
+    pub(crate) inner: W,
+    pub(crate) bytes: u64,
+    pub(crate) hasher: Sha256,
+}
+
+impl<W> HashingWriter<W> {
+    pub(crate) fn new(inner: W) -> HashingWriter<W> {
+        HashingWriter {
+            inner,
+            bytes: 0,
+            hasher: Sha256::new(),
+        }
+    }
 }
 
 impl<W: Write> Write for HashingWriter<W> {

@@ -35,7 +35,7 @@
 //!     dsn: &dsn,
 //!     output: Path::new("/backups/2026-11-29_020000/supabase_db.sql.gz"),
 //!     timeout: Duration::from_secs(300),
-//!     compression_level: 6,
+//!     compression: dump_runner::Compression::gzip(6),
 //!     cancellation: &cancellation,
 //!     progress_interval: dump_runner::PROGRESS_INTERVAL,
 //! })?;
@@ -47,6 +47,7 @@
 mod cancel;
 mod child;
 mod classify;
+mod compress;
 mod copy_count;
 mod dump;
 mod error;
@@ -58,6 +59,7 @@ use std::path::{Path, PathBuf};
 
 pub use cancel::{Cancellation, Subscription};
 pub use classify::classify_stderr;
+pub use compress::Compression;
 pub use copy_count::{CopyCounter, HEADER_LINE_LIMIT};
 pub use dump::{DumpJob, Dumped, KILL_GRACE, PROGRESS_INTERVAL, STDERR_TAIL, dump};
 pub use error::Error;

@@ -194,7 +194,8 @@ impl Psql<'_> {
             .collect())
     }
 
-    /// Applies a gzip-compressed plain dump in one transaction: all of it or none.
+    /// Applies a compressed (gzip or zstd, by its name) plain dump in one
+    /// transaction: all of it or none.
     /// Returns the uncompressed bytes applied.
     pub fn apply_dump(&self, dsn: &Dsn, artifact: &Path) -> Result<u64, RestoreError> {
         let file = File::open(artifact).map_err(|source| RestoreError::Artifact {
@@ -204,8 +205,11 @@ impl Psql<'_> {
         let args = vec![OsString::from("--single-transaction")];
         let applied = std::sync::Arc::new(AtomicU64::new(0));
         let fed = std::sync::Arc::clone(&applied);
+        let codec = codec_of(artifact)?;
         let feed: child::Feed = Box::new(move |mut stdin, progress: &AtomicU64| {
-            let mut decoder = flate2::read::MultiGzDecoder::new(BufReader::new(file));
+            let mut decoder = codec
+                .decoder(BufReader::new(file))
+                .map_err(PipeError::Read)?;
             let mut buffer = vec![0u8; 256 * 1024];
             loop {
                 let read = match decoder.read(&mut buffer) {
@@ -300,6 +304,18 @@ pub fn table_counts(rows: &[Vec<String>]) -> Result<BTreeMap<String, u64>, Resto
         .collect()
 }
 
+/// The codec of an artifact, by its file name.
+fn codec_of(artifact: &Path) -> Result<manifest::Codec, RestoreError> {
+    artifact
+        .file_name()
+        .and_then(|name| name.to_str())
+        .and_then(manifest::Codec::of_file)
+        .ok_or_else(|| RestoreError::Artifact {
+            path: artifact.to_owned(),
+            source: std::io::Error::other("neither .gz nor .zst"),
+        })
+}
+
 /// What [`unpack`] wrote.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Unpacked {
@@ -309,21 +325,23 @@ pub struct Unpacked {
     pub bytes: u64,
 }
 
-/// Unpacks a storage archive (tar.gz) into `into`, which must not exist or be
-/// empty. Every entry is checked first (absolute paths, `..`, entries below a
+/// Unpacks a storage archive (tar.gz or tar.zst) into `into`, which must not exist
+/// or be empty. Every entry is checked first (absolute paths, `..`, entries below a
 /// symlink of the archive, hard links, devices, FIFOs are refused), so a refused
 /// archive writes nothing.
 pub fn unpack(archive: &Path, into: &Path) -> Result<Unpacked, RestoreError> {
-    let open =
-        || -> Result<tar::Archive<flate2::read::MultiGzDecoder<BufReader<File>>>, RestoreError> {
-            let file = File::open(archive).map_err(|source| RestoreError::Artifact {
-                path: archive.to_owned(),
-                source,
-            })?;
-            Ok(tar::Archive::new(flate2::read::MultiGzDecoder::new(
-                BufReader::new(file),
-            )))
+    let codec = codec_of(archive)?;
+    let open = || -> Result<tar::Archive<Box<dyn Read>>, RestoreError> {
+        let artifact_error = |source| RestoreError::Artifact {
+            path: archive.to_owned(),
+            source,
         };
+        let file = File::open(archive).map_err(artifact_error)?;
+        let decoder = codec
+            .decoder(BufReader::new(file))
+            .map_err(artifact_error)?;
+        Ok(tar::Archive::new(decoder))
+    };
     let corrupt = |source: std::io::Error| RestoreError::Artifact {
         path: archive.to_owned(),
         source,

@@ -16,8 +16,8 @@ use std::time::Instant;
 use manifest::Written;
 
 use crate::cancel::Cancellation;
+use crate::compress::{Compression, Compressor};
 use crate::error::Error;
-use crate::gzip::ParallelGzip;
 use crate::partial_path;
 
 /// One archive of one directory.
@@ -26,8 +26,8 @@ pub struct ArchiveJob<'a> {
     pub root: &'a Path,
     /// The final artifact path; written as `.partial` first.
     pub output: &'a Path,
-    /// gzip level 1–9.
-    pub compression_level: u32,
+    /// The codec and its level.
+    pub compression: Compression,
     /// Checked between entries.
     pub cancellation: &'a Cancellation,
 }
@@ -68,6 +68,7 @@ pub fn archive(job: &ArchiveJob<'_>) -> Result<Written, Error> {
                 sha256: finished.sha256,
                 duration: started.elapsed(),
                 row_counts: None,
+                codec: job.compression.codec,
             })
         }
         Err(error) => {
@@ -87,7 +88,7 @@ fn write_archive(
     };
     let file = manifest::private::create_file(partial).map_err(write_error)?;
     let sink = RecordingWriter {
-        inner: ParallelGzip::new(file, job.compression_level),
+        inner: Compressor::new(file, job.compression).map_err(write_error)?,
         error: Arc::default(),
     };
     let recorded = Arc::clone(&sink.error);
@@ -188,7 +189,7 @@ fn read_sorted(dir: &Path) -> Result<Vec<(std::ffi::OsString, Metadata)>, Error>
 /// Passes writes through and remembers the first error, so that a failed append
 /// can be told apart: our disk, or the source file.
 struct RecordingWriter {
-    inner: ParallelGzip<File>,
+    inner: Compressor,
     error: Arc<Mutex<Option<io::Error>>>,
 }
 

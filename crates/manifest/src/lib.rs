@@ -269,12 +269,20 @@ impl ArtifactName {
         }
     }
 
-    /// The artifact's file name inside the backup directory.
+    /// The artifact's file name inside the backup directory, gzip-compressed.
     pub fn file_name(self) -> &'static str {
-        match self {
-            ArtifactName::SupabaseDb => "supabase_db.sql.gz",
-            ArtifactName::KeycloakDb => "keycloak_db.sql.gz",
-            ArtifactName::Storage => "storage_buckets.tar.gz",
+        self.file_name_for(Codec::Gzip)
+    }
+
+    /// The artifact's file name when compressed with `codec`.
+    pub fn file_name_for(self, codec: Codec) -> &'static str {
+        match (self, codec) {
+            (ArtifactName::SupabaseDb, Codec::Gzip) => "supabase_db.sql.gz",
+            (ArtifactName::KeycloakDb, Codec::Gzip) => "keycloak_db.sql.gz",
+            (ArtifactName::Storage, Codec::Gzip) => "storage_buckets.tar.gz",
+            (ArtifactName::SupabaseDb, Codec::Zstd) => "supabase_db.sql.zst",
+            (ArtifactName::KeycloakDb, Codec::Zstd) => "keycloak_db.sql.zst",
+            (ArtifactName::Storage, Codec::Zstd) => "storage_buckets.tar.zst",
         }
     }
 
@@ -290,6 +298,49 @@ impl ArtifactName {
 impl std::fmt::Display for ArtifactName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// How an artifact is compressed (`BACKUP_COMPRESSION`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Codec {
+    /// One standard gzip stream (`.gz`): the default.
+    #[default]
+    Gzip,
+    /// One standard zstd stream (`.zst`).
+    Zstd,
+}
+
+impl Codec {
+    /// The name as configured and recorded, e.g. `zstd`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Codec::Gzip => "gzip",
+            Codec::Zstd => "zstd",
+        }
+    }
+
+    /// The codec of a file, by its extension; `None` for an uncompressed name.
+    pub fn of_file(file: &str) -> Option<Codec> {
+        if file.ends_with(".gz") {
+            Some(Codec::Gzip)
+        } else if file.ends_with(".zst") {
+            Some(Codec::Zstd)
+        } else {
+            None
+        }
+    }
+
+    /// A reader decompressing `inner`.
+    pub fn decoder<'a, R: std::io::Read + 'a>(
+        self,
+        inner: R,
+    ) -> std::io::Result<Box<dyn std::io::Read + 'a>> {
+        Ok(match self {
+            Codec::Gzip => Box::new(flate2::read::MultiGzDecoder::new(inner)),
+            Codec::Zstd => Box::new(zstd::stream::read::Decoder::new(inner)?),
+        })
     }
 }
 
@@ -376,6 +427,10 @@ pub struct Artifact {
     /// How long the step took.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
+    /// `zstd` for zstd artifacts; absent means gzip, so that a default run's
+    /// manifest stays exactly what it was before zstd existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<Codec>,
     /// Rows per table as the dump holds them (pg_dump artifacts): counted from its
     /// `COPY` sections while it streamed, keys as the dump writes the names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -398,6 +453,8 @@ pub struct Written {
     pub duration: std::time::Duration,
     /// Rows per table in the dump (pg_dump artifacts).
     pub row_counts: Option<BTreeMap<String, u64>>,
+    /// How the file is compressed.
+    pub codec: Codec,
 }
 
 impl Artifact {
@@ -405,7 +462,7 @@ impl Artifact {
     pub fn ok(name: ArtifactName, source: Source, written: Written) -> Artifact {
         Artifact {
             name,
-            file: Some(name.file_name().to_owned()),
+            file: Some(name.file_name_for(written.codec).to_owned()),
             kind: name.kind(),
             source,
             status: Status::Ok,
@@ -413,6 +470,7 @@ impl Artifact {
             uncompressed_bytes: written.uncompressed_bytes,
             sha256: Some(written.sha256),
             duration_ms: Some(u64::try_from(written.duration.as_millis()).unwrap_or(u64::MAX)),
+            compression: (written.codec != Codec::Gzip).then_some(written.codec),
             row_counts: written.row_counts,
             error: None,
         }
@@ -430,6 +488,7 @@ impl Artifact {
             uncompressed_bytes: None,
             sha256: None,
             duration_ms: None,
+            compression: None,
             row_counts: None,
             error: Some(ArtifactError { code }),
         }

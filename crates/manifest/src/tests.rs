@@ -110,6 +110,7 @@ fn written(bytes: u64, sha256: &str) -> Written {
             ]
             .into(),
         ),
+        codec: crate::Codec::Gzip,
     }
 }
 
@@ -253,6 +254,7 @@ fn backup_with_gzip(dir: &Path, payload: &[u8]) -> Manifest {
         sha256,
         duration: std::time::Duration::ZERO,
         row_counts: None,
+        codec: crate::Codec::Gzip,
     };
     let manifest = Manifest::new(
         "backup-cron 0.1.0",

@@ -1,8 +1,9 @@
 //! `backup-cron verify`: does a backup directory hold what its manifest says?
 //!
 //! Each artifact file is read once: its bytes are hashed and counted while a gzip
-//! decoder consumes the same bytes to the end, so a flipped byte (sha256, gzip CRC)
-//! and a truncated file (size, gzip trailer) are both caught.
+//! or zstd decoder (by the file's extension) consumes the same bytes to the end, so
+//! a flipped byte (sha256, the stream's checksum) and a truncated file (size, the
+//! stream's end) are both caught.
 
 use std::io::Read;
 use std::path::Path;
@@ -64,7 +65,7 @@ pub enum Problem {
     #[error("sha256 differs from the manifest")]
     Sha256,
     /// It does not decompress to the end.
-    #[error("gzip stream is corrupt or truncated: {0}")]
+    #[error("compressed stream (gzip or zstd) is corrupt or truncated: {0}")]
     Gzip(std::io::Error),
     /// It decompresses to a different size than the manifest's `uncompressed_bytes`.
     #[error("decompresses to {actual} bytes, manifest says {expected}")]
@@ -125,13 +126,12 @@ fn check_artifact(dir: &Path, file: &str, artifact: &crate::Artifact) -> Result<
         bytes: 0,
         hasher: Sha256::new(),
     };
-    let decompressed = if file.ends_with(".gz") {
-        let mut decoder = flate2::read::MultiGzDecoder::new(&mut counted);
-        let decompressed =
-            std::io::copy(&mut decoder, &mut std::io::sink()).map_err(Problem::Gzip)?;
-        Some(decompressed)
-    } else {
-        None
+    let decompressed = match crate::Codec::of_file(file) {
+        Some(codec) => {
+            let mut decoder = codec.decoder(&mut counted).map_err(Problem::Gzip)?;
+            Some(std::io::copy(&mut decoder, &mut std::io::sink()).map_err(Problem::Gzip)?)
+        }
+        None => None,
     };
     std::io::copy(&mut counted, &mut std::io::sink()).map_err(Problem::Unreadable)?;
     if let Some(expected) = artifact.bytes

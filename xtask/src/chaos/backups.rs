@@ -544,7 +544,16 @@ fn partial_files(dir: &Path) -> Vec<PathBuf> {
 
 /// Live `pg_dump` processes (a zombie counts as gone), after a grace of 5 s for
 /// the kernel to finish tearing a killed one down.
+/// This scenario's `pg_dump`s still running: those dumping its database (their
+/// environment names it), not a test's or another run's on the same machine.
 fn surviving_pg_dumps() -> Vec<i32> {
+    let ours = |pid: i32| {
+        std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| {
+            environ
+                .split(|byte| *byte == 0)
+                .any(|variable| variable == b"PGDATABASE=chaos_backup")
+        })
+    };
     let pg_dumps: Vec<i32> = std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
@@ -553,6 +562,7 @@ fn surviving_pg_dumps() -> Vec<i32> {
         .filter(|pid: &i32| {
             std::fs::read_to_string(format!("/proc/{pid}/comm"))
                 .is_ok_and(|comm| comm.trim() == "pg_dump")
+                && ours(*pid)
         })
         .collect();
     pg_dumps

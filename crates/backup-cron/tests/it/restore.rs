@@ -385,3 +385,73 @@ async fn the_metrics_file_follows_runs_and_drills_and_promtool_accepts_it() {
     );
     assert_eq!(mode & 0o777, 0o644, "readable by the collector's user");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn zstd_backups_are_standard_zstd_and_restore() {
+    let mut world = World::new().await;
+    world.set("BACKUP_COMPRESSION", "zstd");
+    let dir = tokio::task::block_in_place(|| backed_up(&world));
+    let mut names = crate::support::files_below(&dir);
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "manifest.json",
+            "storage_buckets.tar.zst",
+            "supabase_db.sql.zst"
+        ]
+    );
+    let manifest = crate::support::read_manifest(&dir);
+    assert_eq!(manifest["artifacts"][0]["compression"], "zstd");
+    assert_eq!(manifest["artifacts"][0]["file"], "supabase_db.sql.zst");
+    let zstd = std::path::Path::new("/usr/bin/zstd");
+    let tested = fixtures::command(zstd)
+        .arg("-tq")
+        .arg(dir.join("supabase_db.sql.zst"))
+        .arg(dir.join("storage_buckets.tar.zst"))
+        .status()
+        .unwrap();
+    assert!(
+        tested.success(),
+        "zstd -t accepts both (install the zstd package)"
+    );
+    let plain = fixtures::command(zstd)
+        .arg("-dc")
+        .arg(dir.join("supabase_db.sql.zst"))
+        .output()
+        .unwrap();
+    let sql = String::from_utf8(plain.stdout).unwrap();
+    assert!(sql.contains("Seeded course title"));
+    assert_eq!(
+        manifest["artifacts"][0]["uncompressed_bytes"],
+        sql.len(),
+        "zstd -dc gives exactly the dump"
+    );
+    let verify = world.run(&["verify"]);
+    assert_eq!(verify.status.code(), Some(0), "{:?}", text(&verify));
+
+    let (url, target) = empty_target(&world).await;
+    world.set("RESTORE_DATABASE_URL", &url);
+    let output = tokio::task::block_in_place(|| world.run(&["restore"]));
+    assert_eq!(output.status.code(), Some(0), "{:?}", text(&output));
+    assert_eq!(
+        fingerprint(&world, &target, "learning_submissions").await,
+        fingerprint(&world, world.db.name(), "learning_submissions").await
+    );
+    let into = tempfile::tempdir().unwrap();
+    let storage = into.path().join("storage");
+    let output = tokio::task::block_in_place(|| {
+        world.run(&[
+            "restore",
+            "--artifact",
+            "storage",
+            "--into",
+            storage.to_str().unwrap(),
+        ])
+    });
+    assert_eq!(output.status.code(), Some(0), "{:?}", text(&output));
+    assert_eq!(
+        std::fs::read(storage.join("materials/x.png")).unwrap(),
+        fixtures::SAMPLE_PNG
+    );
+}

@@ -86,7 +86,7 @@ impl Setup {
             dsn,
             output: &output,
             timeout,
-            compression_level: 6,
+            compression: dump_runner::Compression::gzip(6),
             cancellation: &cancellation,
             progress_interval: dump_runner::PROGRESS_INTERVAL,
         })
@@ -115,7 +115,7 @@ fn run_fake(
         dsn,
         output,
         timeout,
-        compression_level: 6,
+        compression: dump_runner::Compression::gzip(6),
         cancellation,
         progress_interval: dump_runner::PROGRESS_INTERVAL,
     })
@@ -486,7 +486,7 @@ fn a_long_dump_logs_its_progress() {
             dsn: &dsn,
             output: &output,
             timeout: Duration::from_secs(60),
-            compression_level: 6,
+            compression: dump_runner::Compression::gzip(6),
             cancellation: &cancellation,
             progress_interval: Duration::from_millis(100),
         })

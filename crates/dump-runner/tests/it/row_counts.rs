@@ -105,7 +105,7 @@ proptest! {
             dsn: &dsn,
             output: &output,
             timeout: Duration::from_secs(120),
-            compression_level: 1,
+            compression: dump_runner::Compression::gzip(1),
             cancellation: &cancellation,
             progress_interval: dump_runner::PROGRESS_INTERVAL,
         })

@@ -11,7 +11,7 @@ fn run(root: &Path, out: &Path) -> Result<manifest::Written, dump_runner::Error>
     archive(&ArchiveJob {
         root,
         output: &out.join("storage_buckets.tar.gz"),
-        compression_level: 6,
+        compression: dump_runner::Compression::gzip(6),
         cancellation: &cancellation,
     })
 }

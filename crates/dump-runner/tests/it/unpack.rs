@@ -53,24 +53,37 @@ fn hostile_archive(path: &Path, entries: &[Raw<'_>]) {
 
 #[test]
 fn an_archive_of_ours_unpacks_byte_for_byte() {
+    for compression in [
+        dump_runner::Compression::gzip(1),
+        dump_runner::Compression::zstd(3),
+    ] {
+        round_trip(compression);
+    }
+}
+
+fn round_trip(compression: dump_runner::Compression) {
     let root = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(root.path().join("bucket/deep")).unwrap();
     std::fs::write(root.path().join("bucket/deep/a.png"), fixtures::SAMPLE_PNG).unwrap();
     std::fs::write(root.path().join("top.pdf"), fixtures::SAMPLE_PDF).unwrap();
     std::os::unix::fs::symlink("deep/a.png", root.path().join("bucket/link.png")).unwrap();
     let out = tempfile::tempdir().unwrap();
-    let artifact = out.path().join("storage_buckets.tar.gz");
+    let artifact = out
+        .path()
+        .join(manifest::ArtifactName::Storage.file_name_for(compression.codec));
     let cancellation = Cancellation::new();
     archive(&ArchiveJob {
         root: root.path(),
         output: &artifact,
-        compression_level: 1,
+        compression,
         cancellation: &cancellation,
     })
     .unwrap();
 
     let into = out.path().join("restored");
-    let unpacked = unpack(&artifact, &into).unwrap();
+    let unpacked = unpack(&artifact, &into)
+        .map_err(|error| format!("{error}: {:?}", std::error::Error::source(&error)))
+        .unwrap();
     assert_eq!(
         unpacked,
         Unpacked {
