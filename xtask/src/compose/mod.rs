@@ -189,15 +189,26 @@ impl Secrets {
             fixtures::random_token(24),
             fixtures::random_token(24),
         );
-        let url = |user: &str, password: &str| {
-            format!("postgresql://{user}:{password}@postgres:5432/postgres\n")
+        let url = |user: &str, password: &str, database: &str| {
+            format!("postgresql://{user}:{password}@postgres:5432/{database}\n")
         };
         for (name, contents) in [
             ("postgres_password", format!("{postgres}\n")),
             ("worker_db_password", format!("{worker}\n")),
             ("backup_db_password", format!("{backup}\n")),
-            ("worker_database_url", url("gustav_worker", &worker)),
-            ("backup_database_url", url("gustav_backup", &backup)),
+            (
+                "worker_database_url",
+                url("gustav_worker", &worker, "postgres"),
+            ),
+            (
+                "backup_database_url",
+                url("gustav_backup", &backup, "postgres"),
+            ),
+            // The restore target: an empty database the harness creates for it.
+            (
+                "restore_database_url",
+                url("gustav_backup", &backup, "restored"),
+            ),
         ] {
             let path = dir.join(name);
             std::fs::write(&path, contents)?;
@@ -464,28 +475,10 @@ impl World<'_> {
         let newest = self.newest_backup()?;
         let dump = self.backup_file(&format!("/backups/{newest}/supabase_db.sql.gz"))?;
         let storage = self.backup_file(&format!("/backups/{newest}/storage_buckets.tar.gz"))?;
-        let sh = self.stack.sh;
-        let sql = cmd!(sh, "gzip -dc").stdin(&dump).quiet().output()?.stdout;
-        self.stack.sql(DB, "create database restored")?;
+        // The restoring role owns the empty target, as the docs have an operator do.
         self.stack
-            .compose(&[
-                "exec",
-                "-T",
-                "postgres",
-                "psql",
-                "-X",
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-U",
-                "postgres",
-                "-d",
-                "restored",
-            ])
-            .stdin(sql)
-            .quiet()
-            .ignore_stdout()
-            .run()?;
+            .sql(DB, "create database restored owner gustav_backup")?;
+        let restored = self.exec_backup(&["restore"]).quiet().read()?;
         let mut compared = Vec::new();
         for table in TABLES {
             let fingerprint = fingerprint_sql(table);
@@ -503,9 +496,10 @@ impl World<'_> {
             ));
         }
         Ok(format!(
-            "once + verify ok, {} + {} bytes (dump + storage); restore identical ({})",
+            "once + verify ok, {} + {} bytes (dump + storage); backup-cron restore: {}; every row identical ({})",
             dump.len(),
             storage.len(),
+            restored.rsplit(": ").next().unwrap_or_default(),
             compared.join(", ")
         ))
     }
