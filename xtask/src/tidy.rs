@@ -319,3 +319,60 @@ fn collect_all_files(dir: &Path, files: &mut Vec<PathBuf>) {
         }
     }
 }
+
+#[test]
+fn docs_link_only_inside_the_repository() {
+    let root = project_root();
+    let mut files = vec![root.join("README.md"), root.join("BENCHMARKS.md")];
+    collect_all_files(&root.join("docs"), &mut files);
+    for dir in ["crates", "fixtures", "tests", "xtask"] {
+        collect_all_files(&root.join(dir), &mut files);
+    }
+    let outside = ["../", "shared/"].concat();
+    let mut offenders = Vec::new();
+    for path in files.iter().filter(|path| {
+        path.extension()
+            .is_some_and(|extension| extension == "md" || extension == "rs")
+    }) {
+        let text = fs::read_to_string(path).unwrap();
+        let base = path.parent().unwrap();
+        if text.contains(&format!("{outside}spec")) || text.contains(&format!("../{outside}")) {
+            offenders.push(format!("{}: points at the team folder", path.display()));
+        }
+        if path.extension().is_some_and(|extension| extension == "md") {
+            for target in markdown_links(&text) {
+                if !base.join(&target).exists() {
+                    offenders.push(format!("{}: link to missing {target}", path.display()));
+                }
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "links that leave the repository or lead nowhere: {offenders:#?}"
+    );
+}
+
+/// The relative targets of `[text](target)` links (no URLs, no anchors only).
+fn markdown_links(text: &str) -> Vec<String> {
+    let mut targets = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("](") {
+        rest = &rest[start + 2..];
+        let Some(end) = rest.find(')') else { break };
+        let target = rest[..end].split('#').next().unwrap_or("").trim();
+        if !target.is_empty() && !target.contains("://") && !target.starts_with("mailto:") {
+            targets.push(target.to_owned());
+        }
+        rest = &rest[end..];
+    }
+    targets
+}
+
+#[test]
+fn the_link_check_sees_links() {
+    assert_eq!(
+        markdown_links("see [ops](docs/operations.md#restoring) and [x](https://a.b) [y](#top)"),
+        ["docs/operations.md"]
+    );
+}
