@@ -3,19 +3,17 @@
 //!
 //! # The lease lifecycle
 //!
-//! ```text
-//!            lease (one statement, FOR UPDATE SKIP LOCKED,
-//!            fresh lease_key, leased_until = now + lease)
-//!   queued ─────────────────────────────────────────────► leased ──┐ heartbeat every
-//!     ▲  ▲                                                  │  │ ◄─┘ lease/3: one
-//!     │  │ release (shutdown, unexpected error)             │  │     statement for all
-//!     │  └──────────────────────────────────────────────────┘  │     held keys
-//!     │    retry (retry_count+1, visible_at = now + backoff)   │
-//!     └────────────────────────────────────────────────────────┤
-//!                                              complete: delete │ fail: status failed
-//!   leased_until passes without a heartbeat (crash, partition):
-//!   the job is leasable again, with a new key; the old key is dead.
-//! ```
+//! A job is `queued`; [`Queue::lease`] makes it `leased` with a fresh `lease_key`
+//! and `leased_until = now() + lease` (one statement, `FOR UPDATE SKIP LOCKED`);
+//! [`Queue::heartbeat`] extends every key a worker holds (one statement, every
+//! third of the lease). One fenced write ends the lease: complete (the row is
+//! deleted), retry (`queued`, `retry_count + 1`, visible after a backoff), fail
+//! (`failed`) or release (`queued`, unchanged). A lease whose `leased_until` passes
+//! without a heartbeat — a crash, a pause, a partition — makes the job leasable
+//! again with a new key, and the old key is dead. The repository draws this once,
+//! in `docs/architecture.md` ("The lease lifecycle"); `docs/learning-path.md` tells
+//! the stories it answers, and `examples/fencing_demo.rs` makes the stale write
+//! happen.
 //!
 //! **Fencing.** Every write names the job *and* its `lease_key`, and reports whether it
 //! touched the row. [`Queue::fence`] opens a transaction that locks the row only if the
