@@ -2,7 +2,8 @@
 //! fmt, clippy, the docs with warnings as errors (broken links, missing docs),
 //! build the tests (timed on its own), run them, package every library and binary
 //! crate as crates.io would receive it (and build each package alone), then the
-//! out-of-tree consumer, `e2e` and `chaos --quick`.
+//! out-of-tree consumer, the fencing demo, `e2e`, `e2e --compose` (when a Docker
+//! engine answers) and `chaos --quick`.
 
 use std::time::Instant;
 
@@ -41,6 +42,20 @@ pub(crate) fn run(sh: &Shell) -> anyhow::Result<()> {
         .run()
     })?;
     step("consumer", || crate::consumer::run(sh))?;
+    step("fencing demo", || -> anyhow::Result<()> {
+        let timeline = cmd!(
+            sh,
+            "{cargo} run --quiet --locked -p pg-lease --example fencing_demo"
+        )
+        .read()?;
+        // The demo's point, checked: the stale write is refused with the key and
+        // lands without it.
+        anyhow::ensure!(
+            timeline.contains("and lease_key = k1`: 0 rows") && timeline.contains("matches 1 row"),
+            "the fencing demo did not show what it is for:\n{timeline}"
+        );
+        Ok(())
+    })?;
     step("e2e", || crate::e2e::run(sh))?;
     // The compose scenario needs a Docker engine: CI's machines have one and must
     // run it (CI=true); elsewhere it is skipped with one line when none answers.

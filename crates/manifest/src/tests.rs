@@ -299,7 +299,7 @@ fn verify_catches_a_flipped_byte() {
             bytes[middle] ^= 0x01;
             std::fs::write(path, bytes).unwrap();
         },
-        "gzip stream is corrupt",
+        "compressed stream (gzip or zstd) is corrupt",
     );
 }
 
@@ -310,7 +310,7 @@ fn verify_catches_a_truncated_file() {
             let bytes = std::fs::read(path).unwrap();
             std::fs::write(path, &bytes[..bytes.len() - 100]).unwrap();
         },
-        "gzip stream is corrupt",
+        "compressed stream (gzip or zstd) is corrupt",
     );
 }
 

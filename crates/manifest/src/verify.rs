@@ -66,7 +66,7 @@ pub enum Problem {
     Sha256,
     /// It does not decompress to the end.
     #[error("compressed stream (gzip or zstd) is corrupt or truncated: {0}")]
-    Gzip(std::io::Error),
+    Compressed(std::io::Error),
     /// It decompresses to a different size than the manifest's `uncompressed_bytes`.
     #[error("decompresses to {actual} bytes, manifest says {expected}")]
     UncompressedSize {
@@ -128,8 +128,8 @@ fn check_artifact(dir: &Path, file: &str, artifact: &crate::Artifact) -> Result<
     };
     let decompressed = match crate::Codec::of_file(file) {
         Some(codec) => {
-            let mut decoder = codec.decoder(&mut counted).map_err(Problem::Gzip)?;
-            Some(std::io::copy(&mut decoder, &mut std::io::sink()).map_err(Problem::Gzip)?)
+            let mut decoder = codec.decoder(&mut counted).map_err(Problem::Compressed)?;
+            Some(std::io::copy(&mut decoder, &mut std::io::sink()).map_err(Problem::Compressed)?)
         }
         None => None,
     };
