@@ -58,6 +58,11 @@ pub(crate) fn run(sh: &Shell, quick: bool) -> anyhow::Result<()> {
         "{cargo} build --release --locked -p pg-lease --example noop_drain"
     )
     .run()?;
+    cmd!(
+        sh,
+        "{cargo} build --release --locked -p dump-runner --example count_rows"
+    )
+    .run()?;
     let out_dir = project_root().join("target/bench");
     std::fs::create_dir_all(&out_dir)?;
     let cluster = fixtures::TestCluster::start().context("cannot start PostgreSQL")?;
@@ -238,6 +243,23 @@ fn backup_cases(
                 Some(dir),
             ));
         }
+        // `BENCH_BACKUP_BASELINE=/path/to/backup-cron`: the same case with another
+        // build (an earlier commit's), so "as fast as before" is a ratio of one run.
+        if let Ok(baseline) = std::env::var("BENCH_BACKUP_BASELINE") {
+            let dir = out.join("baseline-6");
+            cases.push((
+                "backup-cron once (level 6), baseline build".to_owned(),
+                format!("rm -rf {dir} && {baseline} once", dir = dir.display()),
+                vec![
+                    ("BACKUP_DIR", dir.display().to_string()),
+                    ("DATABASE_URL", dsn.clone()),
+                    ("PG_DUMP", pg_dump.display().to_string()),
+                    ("BACKUP_COMPRESSION_LEVEL", "6".to_owned()),
+                    ("RUST_LOG", "warn".to_owned()),
+                ],
+                Some(dir),
+            ));
+        }
         let mut floor = None;
         let count_script = format!(
             "{} --format=plain --no-owner -d '{dsn}' | wc -c",
@@ -374,20 +396,27 @@ fn restore_cases(
             median / base
         ));
     }
+    // The row counter alone, in the release build, over the same dump: an upper
+    // bound of what it adds to a backup (it runs in the pump thread, beside the
+    // compressor's threads).
+    let plain = run.join("plain.sql");
     let mut sql = Vec::new();
     std::io::Read::read_to_end(
         &mut flate2::read::GzDecoder::new(std::fs::File::open(&dump)?),
         &mut sql,
     )?;
-    let started = Instant::now();
-    let mut counter = dump_runner::CopyCounter::new();
-    for chunk in sql.chunks(256 * 1024) {
-        counter.feed(chunk);
-    }
-    let tables = counter.finish().len();
-    let seconds = started.elapsed().as_secs_f64();
+    std::fs::write(&plain, &sql)?;
+    let counter = project_root().join("target/release/examples/count_rows");
+    let output = cmd!(sh, "{counter} {plain}").quiet().read()?;
+    std::fs::remove_file(&plain)?;
+    let seconds: f64 = output
+        .lines()
+        .find_map(|line| line.strip_prefix("seconds "))
+        .context("count_rows printed no time")?
+        .parse()?;
+    let tables = output.lines().count() - 1;
     rows.push(format!(
-        "| {label} | CopyCounter over the {:.0} MB dump ({tables} tables) | {seconds:.3} | – | – | {:.1} % of `backup-cron once` |",
+        "| {label} | CopyCounter over the {:.0} MB dump ({tables} tables), release | {seconds:.3} | – | – | {:.1} % of `backup-cron once` |",
         sql.len() as f64 / 1e6,
         100.0 * seconds / backup_seconds
     ));

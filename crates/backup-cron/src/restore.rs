@@ -86,12 +86,13 @@ pub struct Restored {
     pub counted: bool,
 }
 
-/// The manifest of `dir` and the file of `artifact` in it, checked against each other.
+/// The manifest of `dir` and the file of `artifact` in it, its size and sha256
+/// checked against the manifest (not decoded: that happens while it is applied, and
+/// a bad stream then fails the one transaction).
 fn verified_artifact(dir: &Path, artifact: ArtifactName) -> Result<(Manifest, PathBuf), Failure> {
-    let verification = manifest::verify(dir)
+    let manifest = Manifest::read(dir)
         .map_err(|error| failure(RestoreCode::ArtifactMissing, error.to_string()))?;
-    let entry = verification
-        .manifest
+    let entry = manifest
         .artifacts
         .iter()
         .find(|entry| entry.name == artifact && entry.status == Status::Ok)
@@ -105,34 +106,22 @@ fn verified_artifact(dir: &Path, artifact: ArtifactName) -> Result<(Manifest, Pa
             )
         })?;
     let file = entry.file.clone().unwrap_or_default();
-    match verification
-        .artifacts
-        .iter()
-        .find(|check| check.file == file)
-    {
-        Some(check) => match &check.problem {
-            None => {}
-            Some(manifest::Problem::Missing) => {
-                return Err(failure(
-                    RestoreCode::ArtifactMissing,
-                    format!("{file} is missing"),
-                ));
-            }
-            Some(problem) => {
-                return Err(failure(
-                    RestoreCode::ArtifactCorrupt,
-                    format!("{file}: {problem}"),
-                ));
-            }
-        },
-        None => {
+    match manifest::check_digest(dir, entry) {
+        Ok(()) => {}
+        Err(manifest::Problem::Missing) => {
             return Err(failure(
                 RestoreCode::ArtifactMissing,
-                format!("{file} was not checked"),
+                format!("{file} is missing"),
+            ));
+        }
+        Err(problem) => {
+            return Err(failure(
+                RestoreCode::ArtifactCorrupt,
+                format!("{file}: {problem}"),
             ));
         }
     }
-    Ok((verification.manifest, dir.join(file)))
+    Ok((manifest, dir.join(file)))
 }
 
 /// Restores the database artifact of `dir` into the (empty) target.

@@ -60,7 +60,7 @@ pub use error::Error;
 pub use layout::{BackupDir, LOCK_FILE, RunLock, SCHEDULER_FILE, StampDir};
 pub use redact::redact;
 pub use time::UtcTime;
-pub use verify::{ArtifactCheck, Problem, Verification, verify};
+pub use verify::{ArtifactCheck, Problem, Verification, check_digest, verify};
 
 /// The file name of the manifest inside a backup directory.
 pub const MANIFEST_FILE: &str = "manifest.json";

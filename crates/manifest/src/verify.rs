@@ -111,7 +111,19 @@ pub fn verify(dir: &Path) -> Result<Verification, Error> {
     })
 }
 
+/// Checks one artifact's size and sha256 against its manifest entry, without
+/// decompressing it: what a restore needs before it writes anything (the stream is
+/// decoded while it is applied anyway).
+pub fn check_digest(dir: &Path, artifact: &crate::Artifact) -> Result<(), Problem> {
+    let file = artifact.file.as_deref().ok_or(Problem::Missing)?;
+    check(dir, file, artifact, false)
+}
+
 fn check_artifact(dir: &Path, file: &str, artifact: &crate::Artifact) -> Result<(), Problem> {
+    check(dir, file, artifact, true)
+}
+
+fn check(dir: &Path, file: &str, artifact: &crate::Artifact, decode: bool) -> Result<(), Problem> {
     let is_plain_name = !file.is_empty() && !file.contains('/') && file != "." && file != "..";
     if !is_plain_name {
         return Err(Problem::BadName);
@@ -126,7 +138,7 @@ fn check_artifact(dir: &Path, file: &str, artifact: &crate::Artifact) -> Result<
         bytes: 0,
         hasher: Sha256::new(),
     };
-    let decompressed = match crate::Codec::of_file(file) {
+    let decompressed = match crate::Codec::of_file(file).filter(|_| decode) {
         Some(codec) => {
             let mut decoder = codec.decoder(&mut counted).map_err(Problem::Compressed)?;
             Some(std::io::copy(&mut decoder, &mut std::io::sink()).map_err(Problem::Compressed)?)
