@@ -376,3 +376,22 @@ fn the_link_check_sees_links() {
         ["docs/operations.md"]
     );
 }
+
+#[test]
+fn binaries_are_wiring() {
+    // Logic lives in the libraries, where it is tested in-process; a `main.rs` only
+    // parses, starts logging and maps exit codes.
+    let offenders: Vec<String> = member_manifests()
+        .into_iter()
+        .map(|manifest| manifest.parent().unwrap().join("src/main.rs"))
+        .filter(|main| main.exists() && !main.starts_with(project_root().join("xtask")))
+        .filter_map(|main| {
+            let lines = fs::read_to_string(&main).unwrap().lines().count();
+            (lines > 100).then(|| format!("{}: {lines} lines", main.display()))
+        })
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "binaries with more than 100 lines in main.rs: {offenders:#?}"
+    );
+}

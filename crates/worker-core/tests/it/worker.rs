@@ -51,8 +51,10 @@ async fn the_concurrency_cap_is_never_exceeded() {
         fixtures::job().insert(&client).await.unwrap();
     }
     let adapter = Arc::new(Concurrency::default());
+    // One job at a time: another job's short completion transaction, caught between
+    // its statements, is not what this test looks for.
     let mut setup = Setup::new();
-    setup.concurrency = 3;
+    setup.concurrency = 1;
     setup.feedback = Some(adapter.clone());
 
     let metrics = setup.drain(&db).await;
@@ -456,4 +458,71 @@ async fn a_partitioned_worker_is_unready_within_two_leases_and_works_within_one_
     let completed = fixtures::completed_submissions(&client).await;
     running.stop().await;
     assert_eq!(completed, 3, "every job completed, once each");
+}
+
+/// A feedback adapter that, while it runs, asks the server how many of the
+/// worker's sessions on this database sit in an open transaction (what a
+/// transaction spanning the model call would look like).
+struct LooksAtTransactions {
+    observer: tokio_postgres::Client,
+    database: String,
+    seen: std::sync::Mutex<Vec<i64>>,
+}
+
+impl FeedbackAdapter for LooksAtTransactions {
+    fn feedback<'a>(
+        &'a self,
+        _: &'a FeedbackInput,
+        _: &'a CancellationToken,
+    ) -> AdapterFuture<'a, FeedbackOutput> {
+        Box::pin(async move {
+            let open: i64 = self
+                .observer
+                .query_one(
+                    "select count(*) from pg_stat_activity \
+                     where datname = $1 and usename = 'gustav_worker' \
+                     and state like 'idle in transaction%'",
+                    &[&self.database],
+                )
+                .await
+                .expect("the observer's query runs")
+                .get(0);
+            self.seen.lock().unwrap().push(open);
+            Ok(FeedbackOutput {
+                feedback_md: "ok".to_owned(),
+                analysis_json: serde_json::json!({"schema": "criteria.v2"}),
+            })
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_transaction_is_open_while_a_model_runs() {
+    let db = TestDb::new().await.unwrap();
+    let client = db.connect().await.unwrap();
+    fixtures::submission()
+        .image()
+        .insert_many_with_jobs(&client, 6)
+        .await
+        .unwrap();
+    let adapter = Arc::new(LooksAtTransactions {
+        observer: db.connect().await.unwrap(),
+        database: db.name().to_owned(),
+        seen: std::sync::Mutex::default(),
+    });
+    // One job at a time: another job's short completion transaction, caught between
+    // its statements, is not what this test looks for.
+    let mut setup = Setup::new();
+    setup.concurrency = 1;
+    setup.feedback = Some(adapter.clone());
+
+    let metrics = setup.drain(&db).await;
+
+    assert_eq!(metrics.processed_count(Processed::Completed), 6);
+    let seen = adapter.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 6, "one look per feedback call");
+    assert!(
+        seen.iter().all(|open| *open == 0),
+        "worker sessions inside a transaction during model calls: {seen:?}"
+    );
 }
