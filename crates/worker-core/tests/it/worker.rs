@@ -51,10 +51,8 @@ async fn the_concurrency_cap_is_never_exceeded() {
         fixtures::job().insert(&client).await.unwrap();
     }
     let adapter = Arc::new(Concurrency::default());
-    // One job at a time: another job's short completion transaction, caught between
-    // its statements, is not what this test looks for.
     let mut setup = Setup::new();
-    setup.concurrency = 1;
+    setup.concurrency = 3;
     setup.feedback = Some(adapter.clone());
 
     let metrics = setup.drain(&db).await;
