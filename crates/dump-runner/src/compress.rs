@@ -5,7 +5,6 @@ use std::fs::File;
 use std::io::{self, Write};
 
 use manifest::Codec;
-use sha2::Digest as _;
 
 use crate::gzip::{Finished, HashingWriter, ParallelGzip};
 
@@ -98,23 +97,6 @@ impl Write for Compressor {
         match self {
             Compressor::Gzip(gzip) => gzip.flush(),
             Compressor::Zstd { encoder, .. } => encoder.flush(),
-        }
-    }
-}
-
-impl HashingWriter<File> {
-    fn into_finished(self, uncompressed_bytes: u64) -> Finished<File> {
-        let sha256 = self
-            .hasher
-            .finalize()
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect();
-        Finished {
-            sink: self.inner,
-            bytes: self.bytes,
-            uncompressed_bytes,
-            sha256,
         }
     }
 }

@@ -207,11 +207,7 @@ fn write_in_order<W: Write>(
     sink: W,
     pending: Receiver<Receiver<CompressedBlock>>,
 ) -> io::Result<Finished<W>> {
-    let mut out = HashingWriter {
-        inner: sink,
-        bytes: 0,
-        hasher: Sha256::new(),
-    };
+    let mut out = HashingWriter::new(sink);
     out.write_all(&GZIP_HEADER)?;
     let mut crc = crc32fast::Hasher::new();
     let mut uncompressed_bytes = 0u64;
@@ -228,18 +224,7 @@ fn write_in_order<W: Write>(
     // ISIZE is the input size modulo 2^32, by the gzip format's definition.
     out.write_all(&(uncompressed_bytes as u32).to_le_bytes())?;
     out.flush()?;
-    let sha256 = out
-        .hasher
-        .finalize()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect();
-    Ok(Finished {
-        sink: out.inner,
-        bytes: out.bytes,
-        uncompressed_bytes,
-        sha256,
-    })
+    Ok(out.into_finished(uncompressed_bytes))
 }
 
 /// Counts and hashes every byte written through it.
@@ -255,6 +240,22 @@ impl<W> HashingWriter<W> {
             inner,
             bytes: 0,
             hasher: Sha256::new(),
+        }
+    }
+
+    /// The sink back, with what was written through it and `uncompressed_bytes`.
+    pub(crate) fn into_finished(self, uncompressed_bytes: u64) -> Finished<W> {
+        let sha256 = self
+            .hasher
+            .finalize()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
+        Finished {
+            sink: self.inner,
+            bytes: self.bytes,
+            uncompressed_bytes,
+            sha256,
         }
     }
 }
