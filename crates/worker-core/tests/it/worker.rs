@@ -17,6 +17,14 @@ use worker_core::pipeline::JobControl;
 
 use crate::harness::Setup;
 
+/// The answer of the test adapters below: a valid, minimal feedback.
+fn plain_feedback() -> FeedbackOutput {
+    FeedbackOutput {
+        feedback_md: "ok".to_owned(),
+        analysis_json: serde_json::json!({"schema": "criteria.v2"}),
+    }
+}
+
 /// Counts concurrent feedback calls and remembers the highest count.
 #[derive(Default)]
 struct Concurrency {
@@ -35,10 +43,7 @@ impl FeedbackAdapter for Concurrency {
             self.max.fetch_max(now, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(50)).await;
             self.now.fetch_sub(1, Ordering::SeqCst);
-            Ok(FeedbackOutput {
-                feedback_md: "ok".to_owned(),
-                analysis_json: serde_json::json!({"schema": "criteria.v2"}),
-            })
+            Ok(plain_feedback())
         })
     }
 }
@@ -486,10 +491,7 @@ impl FeedbackAdapter for LooksAtTransactions {
                 .expect("the observer's query runs")
                 .get(0);
             self.seen.lock().unwrap().push(open);
-            Ok(FeedbackOutput {
-                feedback_md: "ok".to_owned(),
-                analysis_json: serde_json::json!({"schema": "criteria.v2"}),
-            })
+            Ok(plain_feedback())
         })
     }
 }
