@@ -86,11 +86,16 @@ async fn two_workers_complete_each_submission_once_and_the_backup_restores_ident
         compression: None,
         compression_level: None,
         pg_dump: Some(cluster.bin_dir().join("pg_dump").display().to_string()),
+        age_recipients: None,
+        age_recipients_file: None,
         drill: None,
     };
     let restore = backup_cron::cli::RestoreSettings {
         psql: None,
         restore_timeout_seconds: None,
+        identity: backup_cron::cli::IdentitySettings {
+            age_identity_file: None,
+        },
     };
     let url = db.url_as(&role, BACKUP_PASSWORD);
     let env = dsn::Environment::from_pairs([("SESSION_DATABASE_URL", url.as_str())]);
@@ -103,7 +108,7 @@ async fn two_workers_complete_each_submission_once_and_the_backup_restores_ident
         )
     });
     assert!(matches!(outcome, backup_cron::run::RunOutcome::Ok));
-    let verified = backup_cron::inspect::verify(&backups);
+    let verified = backup_cron::inspect::verify(&backups, None);
     assert!(verified.good, "{}", verified.text);
 
     let runs = manifest::BackupDir::new(&backups).list().unwrap();

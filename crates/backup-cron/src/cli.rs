@@ -150,15 +150,20 @@ pub enum Command {
         #[command(flatten)]
         restore: RestoreSettings,
     },
-    /// Check a backup directory: manifest, sizes, sha256, gzip to the end.
+    /// Check a backup directory: manifest, sizes, sha256, gzip or zstd to the end.
     ///
-    /// Prints one line per artifact. Exit 0 when everything is good, 1 otherwise.
+    /// Encrypted artifacts are decrypted to the end with BACKUP_AGE_IDENTITY_FILE;
+    /// without it, their age header is checked. Prints one line per artifact.
+    /// Exit 0 when everything is good, 1 otherwise.
     Verify {
         /// The backup directory (default: the newest in BACKUP_DIR).
         dir: Option<PathBuf>,
         /// Where and how.
         #[command(flatten)]
         common: Common,
+        /// For encrypted backups.
+        #[command(flatten)]
+        identity: IdentitySettings,
     },
     /// Print the newest backup's status and the age of the newest successful one.
     ///
@@ -253,6 +258,22 @@ pub struct BackupSettings {
     /// The pg_dump program [default: pg_dump on PATH].
     #[arg(long, value_name = "PATH", env = "PG_DUMP", hide_env_values = true)]
     pub pg_dump: Option<String>,
+    /// age recipients (age1…, ssh-ed25519, ssh-rsa), whitespace-separated: encrypt every artifact to them [default: off]
+    #[arg(
+        long,
+        value_name = "KEYS",
+        env = "BACKUP_AGE_RECIPIENTS",
+        hide_env_values = true
+    )]
+    pub age_recipients: Option<String>,
+    /// A recipients file as `age -R` reads it (one per line, # comments) [default: off]
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "BACKUP_AGE_RECIPIENTS_FILE",
+        hide_env_values = true
+    )]
+    pub age_recipients_file: Option<String>,
     /// Drill each new ok backup (needs RESTORE_DATABASE_URL); a failed drill exits 1 and skips retention [default: false]
     #[arg(
         long,
@@ -277,6 +298,22 @@ pub struct RestoreSettings {
         hide_env_values = true
     )]
     pub restore_timeout_seconds: Option<String>,
+    /// For encrypted backups.
+    #[command(flatten)]
+    pub identity: IdentitySettings,
+}
+
+/// How encrypted artifacts are opened.
+#[derive(Args, Debug, Clone)]
+pub struct IdentitySettings {
+    /// age identity file (AGE-SECRET-KEY-1…) to decrypt encrypted artifacts [default: none]
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "BACKUP_AGE_IDENTITY_FILE",
+        hide_env_values = true
+    )]
+    pub age_identity_file: Option<String>,
 }
 
 /// When `run` backs up.

@@ -10,7 +10,7 @@ use dsn::{Dsn, Environment, Resolved};
 use manifest::BackupDir;
 
 use crate::Error;
-use crate::cli::{BackupSettings, Common, RestoreSettings, Scheduling};
+use crate::cli::{BackupSettings, Common, IdentitySettings, RestoreSettings, Scheduling};
 use crate::logging::LogFormat;
 use crate::restore::RestoreConfig;
 use crate::retention::RetentionPolicy;
@@ -46,6 +46,8 @@ pub struct RunConfig {
     pub drill: Option<RestoreConfig>,
     /// `BACKUP_METRICS_FILE`.
     pub metrics_file: Option<PathBuf>,
+    /// `BACKUP_AGE_RECIPIENTS` or `BACKUP_AGE_RECIPIENTS_FILE`.
+    pub recipients: Option<encryption::Recipients>,
 }
 
 /// Validates everything ([`resolve`]), then creates `BACKUP_DIR` if missing (the
@@ -143,6 +145,7 @@ pub fn resolve(
             )));
         }
     };
+    let recipients = recipients(settings)?;
     Ok(RunConfig {
         backup_dir: BackupDir::new(&backup_dir),
         platform,
@@ -154,7 +157,42 @@ pub fn resolve(
         pg_dump,
         drill,
         metrics_file: metrics_file(common),
+        recipients,
     })
+}
+
+/// `BACKUP_AGE_RECIPIENTS` or `BACKUP_AGE_RECIPIENTS_FILE` (not both: which one
+/// would win is a guess an operator should not have to make).
+fn recipients(settings: &BackupSettings) -> Result<Option<encryption::Recipients>, Error> {
+    let config_error = |error: encryption::Error| Error::Config(error.to_string());
+    match (
+        non_empty(settings.age_recipients.as_deref()),
+        non_empty(settings.age_recipients_file.as_deref()),
+    ) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(Error::Config(
+            "BACKUP_AGE_RECIPIENTS and BACKUP_AGE_RECIPIENTS_FILE are both set; set one".to_owned(),
+        )),
+        (Some(keys), None) => encryption::Recipients::parse(keys, "BACKUP_AGE_RECIPIENTS", false)
+            .map(Some)
+            .map_err(config_error),
+        (None, Some(path)) => {
+            encryption::Recipients::from_file(Path::new(path), "BACKUP_AGE_RECIPIENTS_FILE")
+                .map(Some)
+                .map_err(config_error)
+        }
+    }
+}
+
+/// `BACKUP_AGE_IDENTITY_FILE`, read now so that a bad key is a configuration
+/// error before anything runs.
+pub fn identities(settings: &IdentitySettings) -> Result<Option<encryption::Identities>, Error> {
+    non_empty(settings.age_identity_file.as_deref())
+        .map(|path| {
+            encryption::Identities::from_file(Path::new(path), "BACKUP_AGE_IDENTITY_FILE")
+                .map_err(|error| Error::Config(error.to_string()))
+        })
+        .transpose()
 }
 
 /// `BACKUP_METRICS_FILE`.
@@ -163,7 +201,7 @@ pub fn metrics_file(common: &Common) -> Option<PathBuf> {
 }
 
 /// `RESTORE_DATABASE_URL` (optional here: storage restores need none), `PSQL`,
-/// `BACKUP_RESTORE_TIMEOUT_SECONDS`.
+/// `BACKUP_RESTORE_TIMEOUT_SECONDS`, `BACKUP_AGE_IDENTITY_FILE`.
 pub fn restore_config(
     settings: &RestoreSettings,
     env: &Environment,
@@ -179,6 +217,7 @@ pub fn restore_config(
         target,
         psql: PathBuf::from(non_empty(settings.psql.as_deref()).unwrap_or("psql")),
         timeout: Duration::from_secs(timeout),
+        identities: identities(&settings.identity)?,
     })
 }
 

@@ -38,12 +38,13 @@ impl Report {
 }
 
 /// One line per artifact (and per leftover); good only when everything is.
-pub fn verify(dir: &Path) -> Report {
+/// Encrypted artifacts are decrypted with `identities` when given.
+pub fn verify(dir: &Path, identities: Option<&encryption::Identities>) -> Report {
     let dir = match resolve_backup(dir) {
         Ok(dir) => dir,
         Err(message) => return Report::failure(&message),
     };
-    let verification = match manifest::verify(&dir) {
+    let verification = match manifest::verify_with(&dir, identities) {
         Ok(verification) => verification,
         Err(error) => {
             return Report::failure(&format!("{error} (an interrupted run, or not a backup)"));

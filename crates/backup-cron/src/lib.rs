@@ -139,7 +139,7 @@ pub fn execute(cli: &Cli, env: &dsn::Environment) -> Result<ExitCode, Error> {
             let cancellation = run::cancel_on_signals();
             let outcome = match (artifact, into) {
                 (manifest::ArtifactName::Storage, Some(into)) => {
-                    restore::restore_storage(&dir, &into).map(|unpacked| {
+                    restore::restore_storage(&dir, &into, &config).map(|unpacked| {
                         format!(
                             "{} files, {} bytes unpacked into {}",
                             unpacked.files,
@@ -197,12 +197,17 @@ pub fn execute(cli: &Cli, env: &dsn::Environment) -> Result<ExitCode, Error> {
             };
             Ok(report_restore(&dir, outcome))
         }
-        Command::Verify { dir, common } => {
+        Command::Verify {
+            dir,
+            common,
+            identity,
+        } => {
+            let identities = config::identities(&identity)?;
             let dir = match dir {
                 Some(dir) => dir,
                 None => config::existing_backup_dir(&common)?,
             };
-            Ok(inspect::verify(&dir).print())
+            Ok(inspect::verify(&dir, identities.as_ref()).print())
         }
         Command::Status { max_age, common } => {
             let max_age = config::duration("--max-age", &max_age)?;

@@ -30,6 +30,8 @@ pub struct RestoreConfig {
     pub psql: PathBuf,
     /// `BACKUP_RESTORE_TIMEOUT_SECONDS`.
     pub timeout: Duration,
+    /// `BACKUP_AGE_IDENTITY_FILE`: opens encrypted artifacts.
+    pub identities: Option<encryption::Identities>,
 }
 
 /// Scratch databases of drills start with this.
@@ -151,7 +153,7 @@ pub fn restore_database(
         }
         .into());
     }
-    let applied = psql.apply_dump(target, &file)?;
+    let applied = psql.apply_dump(target, &file, config.identities.as_ref())?;
     tracing::info!(artifact = %artifact, uncompressed_bytes = applied, "dump applied");
     let actual = dump_runner::table_counts(&psql.query(target, dump_runner::TABLE_COUNTS_SQL)?)?;
     Ok(compare(expected.as_ref(), &actual))
@@ -238,9 +240,17 @@ pub fn compare(
 }
 
 /// Unpacks the storage archive of `dir` into `into` (absent or empty).
-pub fn restore_storage(dir: &Path, into: &Path) -> Result<dump_runner::Unpacked, Failure> {
+pub fn restore_storage(
+    dir: &Path,
+    into: &Path,
+    config: &RestoreConfig,
+) -> Result<dump_runner::Unpacked, Failure> {
     let (_, file) = verified_artifact(dir, ArtifactName::Storage)?;
-    Ok(dump_runner::unpack(&file, into)?)
+    Ok(dump_runner::unpack(
+        &file,
+        into,
+        config.identities.as_ref(),
+    )?)
 }
 
 /// Drills the database artifact of `dir`: scratch database, restore, compare,

@@ -143,7 +143,7 @@ pub fn run_once(config: &RunConfig, tool: &str, cancellation: &Cancellation) -> 
             dump(
                 config,
                 &config.platform.dsn,
-                &run_dir.join(ArtifactName::SupabaseDb.file_name_for(config.compression.codec)),
+                &run_dir.join(stored_file_name(config, ArtifactName::SupabaseDb)),
                 cancellation,
             )
         },
@@ -157,7 +157,7 @@ pub fn run_once(config: &RunConfig, tool: &str, cancellation: &Cancellation) -> 
                 dump(
                     config,
                     keycloak,
-                    &run_dir.join(ArtifactName::KeycloakDb.file_name_for(config.compression.codec)),
+                    &run_dir.join(stored_file_name(config, ArtifactName::KeycloakDb)),
                     cancellation,
                 )
             },
@@ -171,9 +171,9 @@ pub fn run_once(config: &RunConfig, tool: &str, cancellation: &Cancellation) -> 
             || {
                 dump_runner::archive(&ArchiveJob {
                     root,
-                    output: &run_dir
-                        .join(ArtifactName::Storage.file_name_for(config.compression.codec)),
+                    output: &run_dir.join(stored_file_name(config, ArtifactName::Storage)),
                     compression: config.compression,
+                    recipients: config.recipients.as_ref(),
                     cancellation,
                 })
             },
@@ -277,6 +277,7 @@ fn dump(
         output,
         timeout: config.pg_timeout,
         compression: config.compression,
+        recipients: config.recipients.as_ref(),
         cancellation,
         progress_interval: dump_runner::PROGRESS_INTERVAL,
     })?;
@@ -284,6 +285,14 @@ fn dump(
         tracing::warn!(stderr = %dumped.stderr, "pg_dump wrote to stderr");
     }
     Ok(dumped.written)
+}
+
+fn stored_file_name(config: &RunConfig, name: ArtifactName) -> String {
+    let encryption = config
+        .recipients
+        .as_ref()
+        .map(|_| manifest::Encryption::Age);
+    name.stored_file_name(config.compression.codec, encryption)
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {

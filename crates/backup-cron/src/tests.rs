@@ -389,6 +389,8 @@ mod config {
             compression: None,
             compression_level: None,
             pg_dump: None,
+            age_recipients: None,
+            age_recipients_file: None,
             drill: None,
         };
         (common, backup)
@@ -405,6 +407,9 @@ mod config {
         let restore = crate::cli::RestoreSettings {
             psql: None,
             restore_timeout_seconds: None,
+            identity: crate::cli::IdentitySettings {
+                age_identity_file: None,
+            },
         };
         resolve(&common, &backup, &restore, &env).map_err(|error| error.to_string())
     }
@@ -474,6 +479,40 @@ mod config {
             .err()
             .as_deref(),
             Some("BACKUP_COMPRESSION: expected gzip or zstd, got \"xz\"")
+        );
+    }
+
+    #[test]
+    fn age_recipients_come_from_the_variable_or_a_file_never_both() {
+        const KEY: &str = "age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs3290gq";
+        let recipients = |inline: Option<&str>, file: Option<&str>| {
+            check(&[DB], |_, backup| {
+                backup.age_recipients = inline.map(str::to_owned);
+                backup.age_recipients_file = file.map(str::to_owned);
+            })
+            .map(|config| config.recipients.map(|recipients| recipients.len()))
+        };
+        assert_eq!(recipients(None, None), Ok(None));
+        assert_eq!(recipients(Some("  "), None), Ok(None));
+        assert_eq!(recipients(Some(&format!("{KEY} {KEY}")), None), Ok(Some(2)));
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), format!("# backups\n{KEY}\n")).unwrap();
+        let path = file.path().to_str().unwrap();
+        assert_eq!(recipients(None, Some(path)), Ok(Some(1)));
+        assert_eq!(
+            recipients(Some(KEY), Some(path)).err().as_deref(),
+            Some("BACKUP_AGE_RECIPIENTS and BACKUP_AGE_RECIPIENTS_FILE are both set; set one")
+        );
+        let bad = recipients(Some("age1typo"), None).unwrap_err();
+        assert!(
+            bad.starts_with("BACKUP_AGE_RECIPIENTS: entry 1 is not"),
+            "{bad}"
+        );
+        assert!(!bad.contains("age1typo"), "{bad}");
+        let missing = recipients(None, Some("/nonexistent/recipients.txt")).unwrap_err();
+        assert!(
+            missing.starts_with("BACKUP_AGE_RECIPIENTS_FILE: cannot read"),
+            "{missing}"
         );
     }
 
@@ -630,6 +669,7 @@ mod runs {
             pg_dump: pg_dump.to_path_buf(),
             drill: None,
             metrics_file: None,
+            recipients: None,
         }
     }
 

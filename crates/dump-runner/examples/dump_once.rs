@@ -23,6 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         output: &output,
         timeout: Duration::from_secs(300),
         compression: dump_runner::Compression::gzip(6),
+        recipients: None,
         cancellation: &dump_runner::Cancellation::new(),
         progress_interval: dump_runner::PROGRESS_INTERVAL,
     };

@@ -1,5 +1,6 @@
 //! The compressor an artifact streams through: [`ParallelGzip`] or zstd, both on
-//! every core, both hashing what they write.
+//! every core, then optionally age encryption, with the file's bytes hashed as
+//! they are written.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -35,45 +36,88 @@ impl Compression {
     }
 }
 
-/// A `Write` that compresses into a file with the configured codec.
+/// The file an artifact's compressed bytes go to: as they are, or encrypted to
+/// age recipients on their way (hashed below the encryption, so that the
+/// manifest's sha256 describes the file as stored).
+pub(crate) enum Sealed {
+    Plain(File),
+    Age(encryption::Encrypting<HashingWriter<File>>),
+}
+
+impl Write for Sealed {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            Sealed::Plain(file) => file.write(data),
+            Sealed::Age(encrypting) => encrypting.write(data),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sealed::Plain(file) => file.flush(),
+            Sealed::Age(encrypting) => encrypting.flush(),
+        }
+    }
+}
+
+/// A `Write` that compresses (and, with recipients, encrypts) into a file.
 pub(crate) enum Compressor {
-    Gzip(ParallelGzip<File>),
+    Gzip(ParallelGzip<Sealed>),
     Zstd {
-        encoder: zstd::stream::write::Encoder<'static, HashingWriter<File>>,
+        // Boxed: the encoder's state is large next to the gzip handle.
+        encoder: Box<zstd::stream::write::Encoder<'static, HashingWriter<Sealed>>>,
         uncompressed_bytes: u64,
     },
 }
 
 impl Compressor {
-    pub(crate) fn new(file: File, compression: Compression) -> io::Result<Compressor> {
+    pub(crate) fn new(
+        file: File,
+        compression: Compression,
+        recipients: Option<&encryption::Recipients>,
+    ) -> io::Result<Compressor> {
+        let sink = match recipients {
+            None => Sealed::Plain(file),
+            Some(recipients) => Sealed::Age(recipients.encrypt(HashingWriter::new(file))?),
+        };
         Ok(match compression.codec {
-            Codec::Gzip => Compressor::Gzip(ParallelGzip::new(file, compression.level)),
+            Codec::Gzip => Compressor::Gzip(ParallelGzip::new(sink, compression.level)),
             Codec::Zstd => {
                 let level = i32::try_from(compression.level).unwrap_or(3);
                 let mut encoder =
-                    zstd::stream::write::Encoder::new(HashingWriter::new(file), level)?;
+                    zstd::stream::write::Encoder::new(HashingWriter::new(sink), level)?;
                 let cores = std::thread::available_parallelism().map_or(1, usize::from);
                 encoder.multithread(u32::try_from(cores).unwrap_or(1))?;
                 encoder.include_checksum(true)?;
                 Compressor::Zstd {
-                    encoder,
+                    encoder: Box::new(encoder),
                     uncompressed_bytes: 0,
                 }
             }
         })
     }
 
-    /// Ends the stream and hands back the file with what was written.
+    /// Ends the stream(s) and hands back the file with what was written to it.
     pub(crate) fn finish(self) -> io::Result<Finished<File>> {
-        match self {
-            Compressor::Gzip(gzip) => gzip.finish(),
+        let compressed = match self {
+            Compressor::Gzip(gzip) => gzip.finish()?,
             Compressor::Zstd {
                 encoder,
                 uncompressed_bytes,
-            } => {
-                let hashing = encoder.finish()?;
-                Ok(hashing.into_finished(uncompressed_bytes))
-            }
+            } => encoder.finish()?.into_finished(uncompressed_bytes),
+        };
+        match compressed.sink {
+            Sealed::Plain(file) => Ok(Finished {
+                sink: file,
+                bytes: compressed.bytes,
+                uncompressed_bytes: compressed.uncompressed_bytes,
+                sha256: compressed.sha256,
+            }),
+            // The compressor's digest was of the plaintext stream; the file's is
+            // the one below the encryption.
+            Sealed::Age(encrypting) => Ok(encrypting
+                .finish()?
+                .into_finished(compressed.uncompressed_bytes)),
         }
     }
 }

@@ -42,6 +42,8 @@ pub struct DumpJob<'a> {
     pub timeout: Duration,
     /// The codec and its level.
     pub compression: Compression,
+    /// `BACKUP_AGE_RECIPIENTS`: encrypt the compressed stream to these keys.
+    pub recipients: Option<&'a encryption::Recipients>,
     /// Ends the dump early (SIGTERM/SIGINT).
     pub cancellation: &'a Cancellation,
     /// How often to log progress; [`PROGRESS_INTERVAL`] in production.
@@ -86,6 +88,7 @@ pub fn dump(job: &DumpJob<'_>) -> Result<Dumped, Error> {
                 duration: started.elapsed(),
                 row_counts: Some(row_counts),
                 codec: job.compression.codec,
+                encryption: job.recipients.map(|_| manifest::Encryption::Age),
             };
             Ok(Dumped { written, stderr })
         }
@@ -109,10 +112,11 @@ fn run(job: &DumpJob<'_>, file: File) -> Result<((Finished<File>, RowCounts), St
         progress_interval: job.progress_interval,
         progress_message: "pg_dump in progress",
     };
-    let compressor = Compressor::new(file, job.compression).map_err(|source| Error::Write {
-        path: partial_path(job.output),
-        source,
-    })?;
+    let compressor =
+        Compressor::new(file, job.compression, job.recipients).map_err(|source| Error::Write {
+            path: partial_path(job.output),
+            source,
+        })?;
     child::supervise(&child, None, move |stdout, progress| {
         pump(stdout, compressor, progress)
     })

@@ -36,6 +36,7 @@
 //!     output: Path::new("/backups/2026-11-29_020000/supabase_db.sql.gz"),
 //!     timeout: Duration::from_secs(300),
 //!     compression: dump_runner::Compression::gzip(6),
+//!     recipients: None,
 //!     cancellation: &cancellation,
 //!     progress_interval: dump_runner::PROGRESS_INTERVAL,
 //! })?;

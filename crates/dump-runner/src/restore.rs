@@ -66,6 +66,16 @@ pub enum RestoreError {
         #[source]
         source: std::io::Error,
     },
+    /// The artifact is encrypted and could not be opened: no identity configured,
+    /// or none that matches, or a damaged age header.
+    #[error("cannot decrypt the artifact {}: {source}", path.display())]
+    Decrypt {
+        /// The artifact.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: manifest::OpenError,
+    },
     /// The storage archive holds an entry that could escape the target.
     #[error("unsafe archive entry {entry:?}: {reason}")]
     Unsafe {
@@ -105,6 +115,7 @@ impl RestoreError {
             RestoreError::Interrupted => RestoreCode::Interrupted,
             RestoreError::Failed { code, .. } => *code,
             RestoreError::Artifact { .. } => RestoreCode::ArtifactCorrupt,
+            RestoreError::Decrypt { .. } => RestoreCode::DecryptFailed,
             RestoreError::Unsafe { .. } => RestoreCode::ArchiveUnsafe,
             RestoreError::TargetNotEmpty { .. } => RestoreCode::RestoreTargetNotEmpty,
         }
@@ -195,24 +206,23 @@ impl Psql<'_> {
     }
 
     /// Applies a compressed (gzip or zstd, by its name) plain dump in one
-    /// transaction: all of it or none.
+    /// transaction: all of it or none. An encrypted (`.age`) dump is decrypted
+    /// with `identities` as it streams; its header is opened before `psql` starts.
     /// Returns the uncompressed bytes applied.
-    pub fn apply_dump(&self, dsn: &Dsn, artifact: &Path) -> Result<u64, RestoreError> {
-        let file = File::open(artifact).map_err(|source| RestoreError::Artifact {
-            path: artifact.to_owned(),
-            source,
-        })?;
+    pub fn apply_dump(
+        &self,
+        dsn: &Dsn,
+        artifact: &Path,
+        identities: Option<&encryption::Identities>,
+    ) -> Result<u64, RestoreError> {
+        let mut plain = plain_artifact(artifact, identities)?;
         let args = vec![OsString::from("--single-transaction")];
         let applied = std::sync::Arc::new(AtomicU64::new(0));
         let fed = std::sync::Arc::clone(&applied);
-        let codec = codec_of(artifact)?;
         let feed: child::Feed = Box::new(move |mut stdin, progress: &AtomicU64| {
-            let mut decoder = codec
-                .decoder(BufReader::new(file))
-                .map_err(PipeError::Read)?;
             let mut buffer = vec![0u8; 256 * 1024];
             loop {
-                let read = match decoder.read(&mut buffer) {
+                let read = match plain.read(&mut buffer) {
                     Ok(0) => break,
                     Ok(read) => read,
                     Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -304,16 +314,31 @@ pub fn table_counts(rows: &[Vec<String>]) -> Result<BTreeMap<String, u64>, Resto
         .collect()
 }
 
-/// The codec of an artifact, by its file name.
-fn codec_of(artifact: &Path) -> Result<manifest::Codec, RestoreError> {
-    artifact
+/// The plain stream of an artifact file: decrypted if it is `.age`, decompressed
+/// by its codec.
+fn plain_artifact(
+    artifact: &Path,
+    identities: Option<&encryption::Identities>,
+) -> Result<Box<dyn Read + Send>, RestoreError> {
+    let artifact_error = |source| RestoreError::Artifact {
+        path: artifact.to_owned(),
+        source,
+    };
+    let name = artifact
         .file_name()
         .and_then(|name| name.to_str())
-        .and_then(manifest::Codec::of_file)
-        .ok_or_else(|| RestoreError::Artifact {
+        .unwrap_or_default();
+    let file = File::open(artifact).map_err(artifact_error)?;
+    manifest::plain_reader(name, BufReader::new(file), identities).map_err(|error| match error {
+        manifest::OpenError::Decompress(source) => artifact_error(source),
+        manifest::OpenError::UnknownCodec => {
+            artifact_error(std::io::Error::other("neither .gz nor .zst"))
+        }
+        source => RestoreError::Decrypt {
             path: artifact.to_owned(),
-            source: std::io::Error::other("neither .gz nor .zst"),
-        })
+            source,
+        },
+    })
 }
 
 /// What [`unpack`] wrote.
@@ -325,22 +350,17 @@ pub struct Unpacked {
     pub bytes: u64,
 }
 
-/// Unpacks a storage archive (tar.gz or tar.zst) into `into`, which must not exist
-/// or be empty. Every entry is checked first (absolute paths, `..`, entries below a
-/// symlink of the archive, hard links, devices, FIFOs are refused), so a refused
-/// archive writes nothing.
-pub fn unpack(archive: &Path, into: &Path) -> Result<Unpacked, RestoreError> {
-    let codec = codec_of(archive)?;
-    let open = || -> Result<tar::Archive<Box<dyn Read>>, RestoreError> {
-        let artifact_error = |source| RestoreError::Artifact {
-            path: archive.to_owned(),
-            source,
-        };
-        let file = File::open(archive).map_err(artifact_error)?;
-        let decoder = codec
-            .decoder(BufReader::new(file))
-            .map_err(artifact_error)?;
-        Ok(tar::Archive::new(decoder))
+/// Unpacks a storage archive (tar.gz or tar.zst, decrypted with `identities` when
+/// it is `.age`) into `into`, which must not exist or be empty. Every entry is
+/// checked first (absolute paths, `..`, entries below a symlink of the archive,
+/// hard links, devices, FIFOs are refused), so a refused archive writes nothing.
+pub fn unpack(
+    archive: &Path,
+    into: &Path,
+    identities: Option<&encryption::Identities>,
+) -> Result<Unpacked, RestoreError> {
+    let open = || -> Result<tar::Archive<Box<dyn Read + Send>>, RestoreError> {
+        Ok(tar::Archive::new(plain_artifact(archive, identities)?))
     };
     let corrupt = |source: std::io::Error| RestoreError::Artifact {
         path: archive.to_owned(),

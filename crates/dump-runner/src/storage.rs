@@ -28,6 +28,8 @@ pub struct ArchiveJob<'a> {
     pub output: &'a Path,
     /// The codec and its level.
     pub compression: Compression,
+    /// `BACKUP_AGE_RECIPIENTS`: encrypt the compressed stream to these keys.
+    pub recipients: Option<&'a encryption::Recipients>,
     /// Checked between entries.
     pub cancellation: &'a Cancellation,
 }
@@ -69,6 +71,7 @@ pub fn archive(job: &ArchiveJob<'_>) -> Result<Written, Error> {
                 duration: started.elapsed(),
                 row_counts: None,
                 codec: job.compression.codec,
+                encryption: job.recipients.map(|_| manifest::Encryption::Age),
             })
         }
         Err(error) => {
@@ -88,7 +91,7 @@ fn write_archive(
     };
     let file = manifest::private::create_file(partial).map_err(write_error)?;
     let sink = RecordingWriter {
-        inner: Compressor::new(file, job.compression).map_err(write_error)?,
+        inner: Compressor::new(file, job.compression, job.recipients).map_err(write_error)?,
         error: Arc::default(),
     };
     let recorded = Arc::clone(&sink.error);

@@ -43,6 +43,7 @@ mod error;
 mod layout;
 pub mod private;
 mod redact;
+mod stored;
 #[cfg(test)]
 mod tests;
 mod time;
@@ -59,8 +60,9 @@ pub use drill::{DRILL_FILE, DRILL_SCHEMA, Drill, DrillError, Mismatch};
 pub use error::Error;
 pub use layout::{BackupDir, LOCK_FILE, RunLock, SCHEDULER_FILE, StampDir};
 pub use redact::redact;
+pub use stored::{Encryption, OpenError, plain_reader};
 pub use time::UtcTime;
-pub use verify::{ArtifactCheck, Problem, Verification, check_digest, verify};
+pub use verify::{ArtifactCheck, Problem, Verification, check_digest, verify, verify_with};
 
 /// The file name of the manifest inside a backup directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -286,6 +288,16 @@ impl ArtifactName {
         }
     }
 
+    /// The artifact's file name as stored: compressed with `codec`, then
+    /// `.age` appended when encrypted.
+    pub fn stored_file_name(self, codec: Codec, encryption: Option<Encryption>) -> String {
+        let compressed = self.file_name_for(codec);
+        match encryption {
+            None => compressed.to_owned(),
+            Some(Encryption::Age) => format!("{compressed}{}", encryption::SUFFIX),
+        }
+    }
+
     /// What produces it.
     pub fn kind(self) -> ArtifactKind {
         match self {
@@ -321,8 +333,10 @@ impl Codec {
         }
     }
 
-    /// The codec of a file, by its extension; `None` for an uncompressed name.
+    /// The codec of a file, by its extension (under `.age`, when encrypted);
+    /// `None` for an uncompressed name.
     pub fn of_file(file: &str) -> Option<Codec> {
+        let file = file.strip_suffix(encryption::SUFFIX).unwrap_or(file);
         if file.ends_with(".gz") {
             Some(Codec::Gzip)
         } else if file.ends_with(".zst") {
@@ -333,10 +347,10 @@ impl Codec {
     }
 
     /// A reader decompressing `inner`.
-    pub fn decoder<'a, R: std::io::Read + 'a>(
+    pub fn decoder<'a, R: std::io::Read + Send + 'a>(
         self,
         inner: R,
-    ) -> std::io::Result<Box<dyn std::io::Read + 'a>> {
+    ) -> std::io::Result<Box<dyn std::io::Read + Send + 'a>> {
         Ok(match self {
             Codec::Gzip => Box::new(flate2::read::MultiGzDecoder::new(inner)),
             Codec::Zstd => Box::new(zstd::stream::read::Decoder::new(inner)?),
@@ -431,6 +445,10 @@ pub struct Artifact {
     /// manifest stays exactly what it was before zstd existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression: Option<Codec>,
+    /// `age` when the file is encrypted; `bytes` and `sha256` then describe the
+    /// encrypted file, `uncompressed_bytes` the plain dump.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
     /// Rows per table as the dump holds them (pg_dump artifacts): counted from its
     /// `COPY` sections while it streamed, keys as the dump writes the names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -455,6 +473,8 @@ pub struct Written {
     pub row_counts: Option<BTreeMap<String, u64>>,
     /// How the file is compressed.
     pub codec: Codec,
+    /// How it is encrypted, if it is.
+    pub encryption: Option<Encryption>,
 }
 
 impl Artifact {
@@ -462,7 +482,7 @@ impl Artifact {
     pub fn ok(name: ArtifactName, source: Source, written: Written) -> Artifact {
         Artifact {
             name,
-            file: Some(name.file_name_for(written.codec).to_owned()),
+            file: Some(name.stored_file_name(written.codec, written.encryption)),
             kind: name.kind(),
             source,
             status: Status::Ok,
@@ -471,6 +491,7 @@ impl Artifact {
             sha256: Some(written.sha256),
             duration_ms: Some(u64::try_from(written.duration.as_millis()).unwrap_or(u64::MAX)),
             compression: (written.codec != Codec::Gzip).then_some(written.codec),
+            encryption: written.encryption,
             row_counts: written.row_counts,
             error: None,
         }
@@ -489,6 +510,7 @@ impl Artifact {
             sha256: None,
             duration_ms: None,
             compression: None,
+            encryption: None,
             row_counts: None,
             error: Some(ArtifactError { code }),
         }

@@ -111,6 +111,7 @@ fn written(bytes: u64, sha256: &str) -> Written {
             .into(),
         ),
         codec: crate::Codec::Gzip,
+        encryption: None,
     }
 }
 
@@ -255,6 +256,7 @@ fn backup_with_gzip(dir: &Path, payload: &[u8]) -> Manifest {
         duration: std::time::Duration::ZERO,
         row_counts: None,
         codec: crate::Codec::Gzip,
+        encryption: None,
     };
     let manifest = Manifest::new(
         "backup-cron 0.1.0",
@@ -407,4 +409,37 @@ fn run_dirs_get_suffixes_and_the_lock_is_exclusive() {
     ));
     drop(lock);
     assert!(backup_dir.lock().is_ok());
+}
+
+#[test]
+fn an_encrypted_artifact_says_so_and_is_named_dot_age() {
+    let mut written = written(10, "ab");
+    written.encryption = Some(crate::Encryption::Age);
+    let artifact = Artifact::ok(ArtifactName::SupabaseDb, Source::DatabaseUrl, written);
+    let json = serde_json::to_value(&artifact).unwrap();
+    assert_eq!(json["file"], "supabase_db.sql.gz.age");
+    assert_eq!(json["encryption"], "age");
+    assert!(json.get("compression").is_none(), "gzip stays implicit");
+    let plain = serde_json::to_value(Artifact::ok(
+        ArtifactName::SupabaseDb,
+        Source::DatabaseUrl,
+        super::tests::written(10, "ab"),
+    ))
+    .unwrap();
+    assert!(plain.get("encryption").is_none(), "absent unless encrypted");
+    assert_eq!(
+        ArtifactName::Storage.stored_file_name(crate::Codec::Zstd, Some(crate::Encryption::Age)),
+        "storage_buckets.tar.zst.age"
+    );
+    assert_eq!(
+        crate::Codec::of_file("storage_buckets.tar.zst.age"),
+        Some(crate::Codec::Zstd)
+    );
+    assert_eq!(crate::Encryption::of_file("supabase_db.sql.gz"), None);
+    let refused: Result<Artifact, _> = serde_json::from_value({
+        let mut json = json.clone();
+        json["encryption"] = "rot13".into();
+        json
+    });
+    assert!(refused.is_err(), "only known encryptions are read");
 }

@@ -3,7 +3,10 @@
 //! Each artifact file is read once: its bytes are hashed and counted while a gzip
 //! or zstd decoder (by the file's extension) consumes the same bytes to the end, so
 //! a flipped byte (sha256, the stream's checksum) and a truncated file (size, the
-//! stream's end) are both caught.
+//! stream's end) are both caught. An encrypted (`.age`) artifact is decrypted on
+//! the way when an identity is given ([`verify_with`]); without one, its age
+//! header is checked and its bytes hashed, which is all a host holding only the
+//! public key can prove.
 
 use std::io::Read;
 use std::path::Path;
@@ -67,6 +70,13 @@ pub enum Problem {
     /// It does not decompress to the end.
     #[error("compressed stream (gzip or zstd) is corrupt or truncated: {0}")]
     Compressed(std::io::Error),
+    /// An encrypted file does not decrypt (and decompress) to the end: a chunk's
+    /// authentication tag failed, or it ends early.
+    #[error("encrypted stream (age) is corrupt or truncated: {0}")]
+    Encrypted(std::io::Error),
+    /// Its age header is damaged, or no configured identity opens it.
+    #[error("{0}")]
+    Decrypt(encryption::Error),
     /// It decompresses to a different size than the manifest's `uncompressed_bytes`.
     #[error("decompresses to {actual} bytes, manifest says {expected}")]
     UncompressedSize {
@@ -83,13 +93,21 @@ pub enum Problem {
 /// Verifies the backup in `dir`. An error means the manifest itself is missing or
 /// unreadable (an interrupted run, or not a backup at all).
 pub fn verify(dir: &Path) -> Result<Verification, Error> {
+    verify_with(dir, None)
+}
+
+/// [`verify`], decrypting encrypted artifacts with `identities` when given.
+pub fn verify_with(
+    dir: &Path,
+    identities: Option<&encryption::Identities>,
+) -> Result<Verification, Error> {
     let manifest = Manifest::read(dir)?;
     let artifacts = manifest
         .artifacts
         .iter()
         .filter_map(|artifact| {
             let file = artifact.file.clone()?;
-            let problem = check_artifact(dir, &file, artifact).err();
+            let problem = check(dir, &file, artifact, Some(identities)).err();
             Some(ArtifactCheck { file, problem })
         })
         .collect();
@@ -116,14 +134,17 @@ pub fn verify(dir: &Path) -> Result<Verification, Error> {
 /// decoded while it is applied anyway).
 pub fn check_digest(dir: &Path, artifact: &crate::Artifact) -> Result<(), Problem> {
     let file = artifact.file.as_deref().ok_or(Problem::Missing)?;
-    check(dir, file, artifact, false)
+    check(dir, file, artifact, None)
 }
 
-fn check_artifact(dir: &Path, file: &str, artifact: &crate::Artifact) -> Result<(), Problem> {
-    check(dir, file, artifact, true)
-}
-
-fn check(dir: &Path, file: &str, artifact: &crate::Artifact, decode: bool) -> Result<(), Problem> {
+/// `decode`: `None` checks size and sha256 only; `Some(identities)` also reads the
+/// stream to its end, decrypting with the identities if there are any.
+fn check(
+    dir: &Path,
+    file: &str,
+    artifact: &crate::Artifact,
+    decode: Option<Option<&encryption::Identities>>,
+) -> Result<(), Problem> {
     let is_plain_name = !file.is_empty() && !file.contains('/') && file != "." && file != "..";
     if !is_plain_name {
         return Err(Problem::BadName);
@@ -138,12 +159,28 @@ fn check(dir: &Path, file: &str, artifact: &crate::Artifact, decode: bool) -> Re
         bytes: 0,
         hasher: Sha256::new(),
     };
-    let decompressed = match crate::Codec::of_file(file).filter(|_| decode) {
-        Some(codec) => {
-            let mut decoder = codec.decoder(&mut counted).map_err(Problem::Compressed)?;
-            Some(std::io::copy(&mut decoder, &mut std::io::sink()).map_err(Problem::Compressed)?)
+    let encrypted = crate::Encryption::of_file(file).is_some();
+    let decompressed = match decode {
+        Some(None) if encrypted => {
+            encryption::check_header(&mut counted).map_err(Problem::Decrypt)?;
+            None
         }
-        None => None,
+        Some(identities) if crate::Codec::of_file(file).is_some() => {
+            let mut plain = crate::plain_reader(file, &mut counted, identities).map_err(
+                |error| match error {
+                    crate::OpenError::Decrypt(error) => Problem::Decrypt(error),
+                    crate::OpenError::Decompress(error) => Problem::Compressed(error),
+                    other => Problem::Compressed(std::io::Error::other(other)),
+                },
+            )?;
+            let damaged = if encrypted {
+                Problem::Encrypted
+            } else {
+                Problem::Compressed
+            };
+            Some(std::io::copy(&mut plain, &mut std::io::sink()).map_err(damaged)?)
+        }
+        _ => None,
     };
     std::io::copy(&mut counted, &mut std::io::sink()).map_err(Problem::Unreadable)?;
     if let Some(expected) = artifact.bytes

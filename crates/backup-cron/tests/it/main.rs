@@ -2,6 +2,7 @@
 //! fixtures cluster with the real `pg_dump` (and fakes for its failure modes).
 
 mod config;
+mod encryption;
 mod inspect;
 mod once;
 mod restore;

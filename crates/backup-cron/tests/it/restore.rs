@@ -18,7 +18,7 @@ const TABLES: [&str; 4] = [
 
 /// An empty database owned by a role of its own (`CREATEDB`, so it can host
 /// drills too), and the URL naming it.
-async fn empty_target(world: &World) -> (String, String) {
+pub(crate) async fn empty_target(world: &World) -> (String, String) {
     let client = world.db.connect().await.unwrap();
     let name = format!("restore_{}", fixtures::random_token(8).to_lowercase());
     for statement in [
@@ -51,7 +51,7 @@ async fn query(world: &World, database: &str, sql: &str) -> Vec<String> {
         .collect()
 }
 
-async fn fingerprint(world: &World, database: &str, table: &str) -> String {
+pub(crate) async fn fingerprint(world: &World, database: &str, table: &str) -> String {
     query(
         world,
         database,
@@ -61,7 +61,7 @@ async fn fingerprint(world: &World, database: &str, table: &str) -> String {
     .remove(0)
 }
 
-async fn user_relations(world: &World, database: &str) -> String {
+pub(crate) async fn user_relations(world: &World, database: &str) -> String {
     query(world, database, dump_runner::USER_RELATIONS_SQL)
         .await
         .remove(0)

@@ -87,6 +87,7 @@ impl Setup {
             output: &output,
             timeout,
             compression: dump_runner::Compression::gzip(6),
+            recipients: None,
             cancellation: &cancellation,
             progress_interval: dump_runner::PROGRESS_INTERVAL,
         })
@@ -116,6 +117,7 @@ fn run_fake(
         output,
         timeout,
         compression: dump_runner::Compression::gzip(6),
+        recipients: None,
         cancellation,
         progress_interval: dump_runner::PROGRESS_INTERVAL,
     })
@@ -487,6 +489,7 @@ fn a_long_dump_logs_its_progress() {
             output: &output,
             timeout: Duration::from_secs(60),
             compression: dump_runner::Compression::gzip(6),
+            recipients: None,
             cancellation: &cancellation,
             progress_interval: Duration::from_millis(100),
         })

@@ -106,6 +106,7 @@ proptest! {
             output: &output,
             timeout: Duration::from_secs(120),
             compression: dump_runner::Compression::gzip(1),
+            recipients: None,
             cancellation: &cancellation,
             progress_interval: dump_runner::PROGRESS_INTERVAL,
         })

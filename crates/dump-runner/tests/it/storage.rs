@@ -12,6 +12,7 @@ fn run(root: &Path, out: &Path) -> Result<manifest::Written, dump_runner::Error>
         root,
         output: &out.join("storage_buckets.tar.gz"),
         compression: dump_runner::Compression::gzip(6),
+        recipients: None,
         cancellation: &cancellation,
     })
 }

@@ -76,12 +76,13 @@ fn round_trip(compression: dump_runner::Compression) {
         root: root.path(),
         output: &artifact,
         compression,
+        recipients: None,
         cancellation: &cancellation,
     })
     .unwrap();
 
     let into = out.path().join("restored");
-    let unpacked = unpack(&artifact, &into)
+    let unpacked = unpack(&artifact, &into, None)
         .map_err(|error| format!("{error}: {:?}", std::error::Error::source(&error)))
         .unwrap();
     assert_eq!(
@@ -104,7 +105,7 @@ fn round_trip(compression: dump_runner::Compression) {
         Path::new("deep/a.png")
     );
 
-    let again = unpack(&artifact, &into).unwrap_err();
+    let again = unpack(&artifact, &into, None).unwrap_err();
     assert_eq!(again.code(), RestoreCode::RestoreTargetNotEmpty);
 }
 
@@ -141,7 +142,7 @@ fn hostile_entries_are_refused_and_nothing_is_written() {
         let artifact = out.path().join("storage_buckets.tar.gz");
         hostile_archive(&artifact, &entries);
         let into = out.path().join("restored");
-        let error = unpack(&artifact, &into).unwrap_err();
+        let error = unpack(&artifact, &into, None).unwrap_err();
         assert_eq!(error.code(), RestoreCode::ArchiveUnsafe, "{name}: {error}");
         assert!(!into.exists(), "{name}: nothing written");
         assert!(!out.path().join("evil").exists() && !Path::new("/tmp/evil").exists());
@@ -153,6 +154,6 @@ fn a_corrupt_archive_is_named_corrupt() {
     let out = tempfile::tempdir().unwrap();
     let artifact = out.path().join("storage_buckets.tar.gz");
     std::fs::write(&artifact, b"\x1f\x8b not really gzip").unwrap();
-    let error = unpack(&artifact, &out.path().join("restored")).unwrap_err();
+    let error = unpack(&artifact, &out.path().join("restored"), None).unwrap_err();
     assert_eq!(error.code(), RestoreCode::ArtifactCorrupt);
 }
