@@ -14,6 +14,13 @@ impl Secret {
     pub(crate) fn expose(&self) -> &str {
         &self.0
     }
+
+    /// The value, for a client library that must sign with it (the S3 secret key
+    /// reaching `object_store`'s request signer). Never print it, log it or put it
+    /// on a command line or in a child's environment.
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
 }
 
 impl std::fmt::Debug for Secret {

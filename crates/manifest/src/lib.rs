@@ -41,6 +41,7 @@ mod code;
 mod drill;
 mod error;
 mod layout;
+mod offsite;
 pub mod private;
 mod redact;
 mod stored;
@@ -59,6 +60,9 @@ pub use code::{ErrorCode, RestoreCode};
 pub use drill::{DRILL_FILE, DRILL_SCHEMA, Drill, DrillError, Mismatch};
 pub use error::Error;
 pub use layout::{BackupDir, LOCK_FILE, RunLock, SCHEDULER_FILE, StampDir};
+pub use offsite::{
+    OFFSITE_FILE, OFFSITE_SCHEMA, Offsite, OffsiteCode, OffsiteError, OffsiteObject,
+};
 pub use redact::redact;
 pub use stored::{Encryption, OpenError, plain_reader};
 pub use time::UtcTime;
@@ -151,6 +155,12 @@ impl Manifest {
             source,
         })?;
         serde_json::from_slice(&bytes).map_err(|source| Error::Parse { path, source })
+    }
+
+    /// Parses a manifest's bytes (one fetched from an object store, say), with the
+    /// same strictness as [`Manifest::read`].
+    pub fn from_slice(bytes: &[u8]) -> Result<Manifest, serde_json::Error> {
+        serde_json::from_slice(bytes)
     }
 }
 
