@@ -80,8 +80,10 @@ async fn two_workers_complete_each_submission_once_and_the_backup_restores_ident
     };
     let settings = backup_cron::cli::BackupSettings {
         storage_root: Some(storage.display().to_string()),
-        retention_days: None,
-        keep_min: None,
+        retention: backup_cron::cli::RetentionSettings {
+            retention_days: None,
+            keep_min: None,
+        },
         pg_timeout_seconds: None,
         compression: None,
         compression_level: None,
@@ -99,7 +101,13 @@ async fn two_workers_complete_each_submission_once_and_the_backup_restores_ident
     };
     let url = db.url_as(&role, BACKUP_PASSWORD);
     let env = dsn::Environment::from_pairs([("SESSION_DATABASE_URL", url.as_str())]);
-    let config = backup_cron::config::run_config(&common, &settings, &restore, &env).unwrap();
+    let offsite = backup_cron::cli::OffsiteSettings {
+        s3_url: None,
+        s3_timeout_seconds: None,
+        s3_retention_days: None,
+    };
+    let config =
+        backup_cron::config::run_config(&common, &settings, &restore, &offsite, &env).unwrap();
     let outcome = tokio::task::block_in_place(|| {
         backup_cron::run::run_once(
             &config,

@@ -29,6 +29,10 @@ each also accepts NAME_FILE, a file holding the value, as with Docker secrets):
       Optional Keycloak database, dumped as keycloak_db.sql.gz. The username and
       password fill in what the URL lacks.
 
+Off-site copies, with BACKUP_S3_URL: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+AWS_SESSION_TOKEN (environment only, also NAME_FILE), AWS_ENDPOINT_URL, AWS_REGION;
+see `backup-cron sync --help`.
+
 Schedule: BACKUP_SCHEDULE, for `run` only (see `backup-cron run --help`): a cron
 expression in UTC, 5 fields or 6 with seconds first, default \"0 2 * * *\".
 
@@ -36,6 +40,21 @@ Logging: RUST_LOG sets the level (default info), e.g. RUST_LOG=debug.
 
 Exit status: 0 ok; 1 backup failed (a manifest with status failed was written) or a
 check failed; 2 configuration error (nothing was created); 3 another run holds the lock.";
+
+const OFFSITE_HELP: &str = "\
+Off-site copies (with BACKUP_S3_URL; environment only, never flags; the three keys
+also as NAME_FILE):
+  AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN (optional)
+      The object store's credentials. They reach only the request signer: never a
+      log, offsite.json, the manifest or a child process.
+  AWS_ENDPOINT_URL
+      An S3-compatible service (MinIO, Garage, Ceph, ...), addressed path-style;
+      http:// only when written so. Unset: AWS.
+  AWS_REGION
+      Default us-east-1.
+
+Exit status: 0 every upload ok; 1 one failed (offsite.json names the code, e.g.
+s3_auth_failed, s3_timeout); 2 configuration error; 3 another run holds the lock.";
 
 /// Scheduled pg_dump backups into gzip, a storage archive and a manifest.json that
 /// records what happened without leaking anything.
@@ -63,6 +82,9 @@ pub struct Cli {
     /// Settings of `--once`.
     #[command(flatten)]
     pub restore: RestoreSettings,
+    /// Settings of `--once`.
+    #[command(flatten)]
+    pub offsite: OffsiteSettings,
 }
 
 /// The commands; each lists only the settings that apply to it.
@@ -70,8 +92,9 @@ pub struct Cli {
 pub enum Command {
     /// Run one backup now.
     ///
-    /// Exit 0 ok, 1 failed (manifest written), 2 configuration error, 3 locked.
-    /// SIGTERM/SIGINT ends pg_dump, records `interrupted`, exits 1.
+    /// Exit 0 ok, 1 failed (manifest written, or the off-site copy failed), 2
+    /// configuration error, 3 locked. SIGTERM/SIGINT ends pg_dump, records
+    /// `interrupted`, exits 1.
     #[command(after_help = SECRETS_HELP)]
     Once {
         /// Where and how.
@@ -83,6 +106,9 @@ pub enum Command {
         /// For BACKUP_DRILL.
         #[command(flatten)]
         restore: RestoreSettings,
+        /// Off-site copies.
+        #[command(flatten)]
+        offsite: OffsiteSettings,
     },
     /// Stay in the foreground and run a backup at each tick of BACKUP_SCHEDULE.
     ///
@@ -104,6 +130,9 @@ pub enum Command {
         /// For BACKUP_DRILL.
         #[command(flatten)]
         restore: RestoreSettings,
+        /// Off-site copies.
+        #[command(flatten)]
+        offsite: OffsiteSettings,
     },
     /// Restore a backup: a database artifact into RESTORE_DATABASE_URL, or the
     /// storage archive into --into.
@@ -155,21 +184,53 @@ pub enum Command {
     /// Encrypted artifacts are decrypted to the end with BACKUP_AGE_IDENTITY_FILE;
     /// without it, their age header is checked. Prints one line per artifact.
     /// Exit 0 when everything is good, 1 otherwise.
+    ///
+    /// With --remote, the remote backup STAMP (default: the newest remote backup with
+    /// a manifest) is downloaded into a temporary directory in BACKUP_DIR and
+    /// checked the same way against its remote manifest.
+    #[command(after_help = OFFSITE_HELP)]
     Verify {
-        /// The backup directory (default: the newest in BACKUP_DIR).
+        /// The backup directory (default: the newest in BACKUP_DIR); with --remote, a stamp.
         dir: Option<PathBuf>,
+        /// Check the off-site copy instead of the local one.
+        #[arg(long)]
+        remote: bool,
         /// Where and how.
         #[command(flatten)]
         common: Common,
         /// For encrypted backups.
         #[command(flatten)]
         identity: IdentitySettings,
+        /// For --remote.
+        #[command(flatten)]
+        offsite: OffsiteSettings,
+    },
+    /// Copy off-site every local ok backup within RETENTION_DAYS whose copy is
+    /// missing or failed, oldest first.
+    ///
+    /// What each run does after its own backup, alone: for catching up by hand after
+    /// an outage of the object store. Takes the run lock. Writes offsite.json into
+    /// each backup it tries.
+    #[command(after_help = OFFSITE_HELP)]
+    Sync {
+        /// Where and how.
+        #[command(flatten)]
+        common: Common,
+        /// Which backups count.
+        #[command(flatten)]
+        retention: RetentionSettings,
+        /// Where to.
+        #[command(flatten)]
+        offsite: OffsiteSettings,
     },
     /// Print the newest backup's status and the age of the newest successful one.
     ///
     /// For container health checks: exit 0 when the newest successful backup is
     /// younger than --max-age, or, before any run was attempted, when `run` started
     /// less than --max-age ago; 1 otherwise (also at once after a failed first run).
+    ///
+    /// With BACKUP_S3_URL set, a backup counts as successful only when its
+    /// offsite.json is ok too: the check turns red when off-site copies stop.
     Status {
         /// Maximum age of the newest successful backup, e.g. 26h, 90m, 2d, 3600s.
         #[arg(long, value_name = "DURATION", default_value = "26h")]
@@ -177,6 +238,9 @@ pub enum Command {
         /// Where and how.
         #[command(flatten)]
         common: Common,
+        /// Whether off-site copies are on.
+        #[command(flatten)]
+        offsite: OffsiteSettings,
     },
 }
 
@@ -215,22 +279,9 @@ pub struct BackupSettings {
         hide_env_values = true
     )]
     pub storage_root: Option<String>,
-    /// Backups older than this many days are deleted after a successful run [default: 7].
-    #[arg(
-        long,
-        value_name = "DAYS",
-        env = "RETENTION_DAYS",
-        hide_env_values = true
-    )]
-    pub retention_days: Option<String>,
-    /// The newest N successful backups are never deleted [default: 1].
-    #[arg(
-        long,
-        value_name = "N",
-        env = "BACKUP_KEEP_MIN",
-        hide_env_values = true
-    )]
-    pub keep_min: Option<String>,
+    /// What to keep.
+    #[command(flatten)]
+    pub retention: RetentionSettings,
     /// Hard wall-clock limit for each pg_dump, in seconds [default: 300].
     #[arg(
         long,
@@ -282,6 +333,57 @@ pub struct BackupSettings {
         hide_env_values = true
     )]
     pub drill: Option<String>,
+}
+
+/// Which backups to keep: flag, else environment variable, else default.
+#[derive(Args, Debug, Clone)]
+pub struct RetentionSettings {
+    /// Backups older than this many days are deleted after a successful run [default: 7].
+    #[arg(
+        long,
+        value_name = "DAYS",
+        env = "RETENTION_DAYS",
+        hide_env_values = true
+    )]
+    pub retention_days: Option<String>,
+    /// The newest N successful backups are never deleted [default: 1].
+    #[arg(
+        long,
+        value_name = "N",
+        env = "BACKUP_KEEP_MIN",
+        hide_env_values = true
+    )]
+    pub keep_min: Option<String>,
+}
+
+/// Off-site copies: flag, else environment variable, else default. The
+/// credentials are environment only (see OFFSITE_HELP).
+#[derive(Args, Debug, Clone)]
+pub struct OffsiteSettings {
+    /// Off-site copies to s3://BUCKET[/PREFIX] after each backup [default: off]
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "BACKUP_S3_URL",
+        hide_env_values = true
+    )]
+    pub s3_url: Option<String>,
+    /// Hard wall-clock limit for uploading one backup, in seconds [default: 900]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        env = "BACKUP_S3_TIMEOUT_SECONDS",
+        hide_env_values = true
+    )]
+    pub s3_timeout_seconds: Option<String>,
+    /// Remote backups older than this many days are deleted after a fully successful run [default: RETENTION_DAYS]
+    #[arg(
+        long,
+        value_name = "DAYS",
+        env = "BACKUP_S3_RETENTION_DAYS",
+        hide_env_values = true
+    )]
+    pub s3_retention_days: Option<String>,
 }
 
 /// How `restore` and `drill` run psql.

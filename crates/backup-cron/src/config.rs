@@ -10,7 +10,10 @@ use dsn::{Dsn, Environment, Resolved};
 use manifest::BackupDir;
 
 use crate::Error;
-use crate::cli::{BackupSettings, Common, IdentitySettings, RestoreSettings, Scheduling};
+use crate::cli::{
+    BackupSettings, Common, IdentitySettings, OffsiteSettings, RestoreSettings, RetentionSettings,
+    Scheduling,
+};
 use crate::logging::LogFormat;
 use crate::restore::RestoreConfig;
 use crate::retention::RetentionPolicy;
@@ -48,6 +51,8 @@ pub struct RunConfig {
     pub metrics_file: Option<PathBuf>,
     /// `BACKUP_AGE_RECIPIENTS` or `BACKUP_AGE_RECIPIENTS_FILE`.
     pub recipients: Option<encryption::Recipients>,
+    /// `BACKUP_S3_URL` and the rest: off-site copies.
+    pub offsite: Option<crate::copies::OffsiteConfig>,
 }
 
 /// Validates everything ([`resolve`]), then creates `BACKUP_DIR` if missing (the
@@ -56,9 +61,10 @@ pub fn run_config(
     common: &Common,
     settings: &BackupSettings,
     restore: &RestoreSettings,
+    offsite: &OffsiteSettings,
     env: &Environment,
 ) -> Result<RunConfig, Error> {
-    let config = resolve(common, settings, restore, env)?;
+    let config = resolve(common, settings, restore, offsite, env)?;
     prepare_backup_dir(config.backup_dir.root())?;
     Ok(config)
 }
@@ -69,6 +75,7 @@ pub fn resolve(
     common: &Common,
     settings: &BackupSettings,
     restore: &RestoreSettings,
+    offsite: &OffsiteSettings,
     env: &Environment,
 ) -> Result<RunConfig, Error> {
     let backup_dir = required_path(common.backup_dir.as_deref(), "BACKUP_DIR")?;
@@ -86,20 +93,7 @@ pub fn resolve(
         }
         None => None,
     };
-    let retention = RetentionPolicy {
-        retention_days: number(
-            settings.retention_days.as_deref(),
-            "RETENTION_DAYS",
-            7,
-            0..=36_500,
-        )?,
-        keep_min: number(
-            settings.keep_min.as_deref(),
-            "BACKUP_KEEP_MIN",
-            1,
-            0..=100_000,
-        )?,
-    };
+    let retention = retention(&settings.retention)?;
     let pg_timeout_seconds = number(
         settings.pg_timeout_seconds.as_deref(),
         "BACKUP_PG_TIMEOUT_SECONDS",
@@ -146,6 +140,7 @@ pub fn resolve(
         }
     };
     let recipients = recipients(settings)?;
+    let offsite = offsite_config(offsite, retention, env)?;
     Ok(RunConfig {
         backup_dir: BackupDir::new(&backup_dir),
         platform,
@@ -158,7 +153,89 @@ pub fn resolve(
         drill,
         metrics_file: metrics_file(common),
         recipients,
+        offsite,
     })
+}
+
+/// `RETENTION_DAYS` and `BACKUP_KEEP_MIN`.
+pub fn retention(settings: &RetentionSettings) -> Result<RetentionPolicy, Error> {
+    Ok(RetentionPolicy {
+        retention_days: number(
+            settings.retention_days.as_deref(),
+            "RETENTION_DAYS",
+            7,
+            0..=36_500,
+        )?,
+        keep_min: number(
+            settings.keep_min.as_deref(),
+            "BACKUP_KEEP_MIN",
+            1,
+            0..=100_000,
+        )?,
+    })
+}
+
+/// Off-site copies: `None` without `BACKUP_S3_URL`. With it, the credentials are
+/// required and every setting is checked now (nothing is sent yet).
+pub fn offsite_config(
+    settings: &OffsiteSettings,
+    local: RetentionPolicy,
+    env: &Environment,
+) -> Result<Option<crate::copies::OffsiteConfig>, Error> {
+    let Some(url) = non_empty(settings.s3_url.as_deref()) else {
+        return Ok(None);
+    };
+    let location: offsite::Location = url
+        .parse()
+        .map_err(|error: offsite::InvalidLocation| Error::Config(error.to_string()))?;
+    let required = |name: &str| -> Result<dsn::Secret, Error> {
+        env.secret(name)?.ok_or_else(|| {
+            Error::Config(format!(
+                "BACKUP_S3_URL is set, so {name} (or {name}_FILE) is required"
+            ))
+        })
+    };
+    let credentials = offsite::Credentials {
+        access_key_id: required("AWS_ACCESS_KEY_ID")?,
+        secret_access_key: required("AWS_SECRET_ACCESS_KEY")?,
+        session_token: env.secret("AWS_SESSION_TOKEN")?,
+    };
+    let timeout = Duration::from_secs(number(
+        settings.s3_timeout_seconds.as_deref(),
+        "BACKUP_S3_TIMEOUT_SECONDS",
+        900u64,
+        1..=604_800,
+    )?);
+    let retention = RetentionPolicy {
+        retention_days: number(
+            settings.s3_retention_days.as_deref(),
+            "BACKUP_S3_RETENTION_DAYS",
+            local.retention_days,
+            0..=36_500,
+        )?,
+        keep_min: local.keep_min,
+    };
+    let remote_settings = offsite::Settings {
+        location,
+        endpoint: env
+            .var("AWS_ENDPOINT_URL")?
+            .map(str::trim)
+            .map(str::to_owned),
+        region: env
+            .var("AWS_REGION")?
+            .map(str::trim)
+            .filter(|region| !region.is_empty())
+            .unwrap_or("us-east-1")
+            .to_owned(),
+        credentials,
+    };
+    let remote = offsite::Remote::new(&remote_settings, timeout)
+        .map_err(|error| Error::Config(error.to_string()))?;
+    Ok(Some(crate::copies::OffsiteConfig {
+        remote,
+        timeout,
+        retention,
+    }))
 }
 
 /// `BACKUP_AGE_RECIPIENTS` or `BACKUP_AGE_RECIPIENTS_FILE` (not both: which one

@@ -88,10 +88,76 @@ fn resolve_backup(dir: &Path) -> Result<std::path::PathBuf, String> {
     }
 }
 
-/// The newest backup and the age of the newest `ok` one at `now`; healthy when
-/// that is younger than `max_age`, or, before any run was attempted, when a
-/// scheduler started less than `max_age` ago.
-pub fn status(backup_dir: &Path, max_age: Duration, now: UtcTime) -> Report {
+/// `verify --remote`: downloads the remote backup `stamp` (default: the newest
+/// remote one whose manifest is `ok`) into a private temporary directory inside
+/// `backup_dir` (the disk that holds backups has room for one) and verifies it as
+/// [`verify`] does, against the remote manifest. The download is removed after.
+pub fn verify_remote(
+    copies: &crate::copies::OffsiteConfig,
+    backup_dir: &Path,
+    stamp: Option<&str>,
+    identities: Option<&encryption::Identities>,
+    cancellation: &dump_runner::Cancellation,
+) -> Report {
+    let cancelled = || cancellation.is_cancelled();
+    let deadline = || offsite::Deadline::after(copies.timeout);
+    let listed = match copies.remote.list(deadline(), &cancelled) {
+        Ok(listed) => listed,
+        Err(code) => return Report::failure(&format!("cannot list the remote backups: {code}")),
+    };
+    let chosen = match stamp {
+        Some(stamp) => listed.iter().find(|backup| backup.name == stamp),
+        None => listed
+            .iter()
+            .rev()
+            .find(|backup| backup.status == Some(Status::Ok)),
+    };
+    let Some(chosen) = chosen else {
+        return Report::failure(&match stamp {
+            Some(stamp) => format!("no remote backup {stamp}"),
+            None => "no remote backup with an ok manifest".to_owned(),
+        });
+    };
+    if chosen.status.is_none() {
+        return Report::failure(&format!(
+            "remote {}: no manifest (an incomplete upload, not a backup)",
+            chosen.name
+        ));
+    }
+    let scratch = match tempfile::Builder::new()
+        .prefix(".remote-verify-")
+        .tempdir_in(backup_dir)
+    {
+        Ok(scratch) => scratch,
+        Err(error) => {
+            return Report::failure(&format!("cannot create a download directory: {error}"));
+        }
+    };
+    if let Err(code) = copies
+        .remote
+        .download(&chosen.name, scratch.path(), deadline(), &cancelled)
+    {
+        return Report::failure(&format!("remote {}: download failed: {code}", chosen.name));
+    }
+    let mut report = verify(scratch.path(), identities);
+    let local_path = scratch.path().display().to_string();
+    report.text = format!("remote {}:\n", chosen.name)
+        + &report
+            .text
+            .replace(&local_path, &format!("remote {}", chosen.name));
+    report
+}
+
+/// The newest backup and the age of the newest successful one at `now`; healthy
+/// when that is younger than `max_age`, or, before any run was attempted, when a
+/// scheduler started less than `max_age` ago. With `offsite_required`, a backup is
+/// successful only when its `offsite.json` is `ok` too.
+pub fn status(
+    backup_dir: &Path,
+    max_age: Duration,
+    now: UtcTime,
+    offsite_required: bool,
+) -> Report {
     let backups = BackupDir::new(backup_dir);
     let listed = backups
         .list()
@@ -133,7 +199,28 @@ pub fn status(backup_dir: &Path, max_age: Duration, now: UtcTime) -> Report {
             "older than"
         }
     };
-    let healthy = match dirs.iter().rev().find(|dir| dir.status == Some(Status::Ok)) {
+    let successful = |dir: &&manifest::StampDir| {
+        dir.status == Some(Status::Ok)
+            && (!offsite_required || crate::copies::copied(&backups, &dir.name))
+    };
+    if offsite_required {
+        let newest_copy = dirs.iter().rev().find_map(|dir| {
+            manifest::Offsite::read(&backup_dir.join(&dir.name))
+                .ok()
+                .flatten()
+                .map(|record| (dir.name.clone(), record))
+        });
+        let _ = match newest_copy {
+            Some((name, record)) => match &record.error {
+                None => writeln!(out, "newest off-site copy: {name} ok"),
+                Some(error) => {
+                    writeln!(out, "newest off-site copy: {name} failed ({})", error.code)
+                }
+            },
+            None => writeln!(out, "newest off-site copy: none"),
+        };
+    }
+    let healthy = match dirs.iter().rev().find(successful) {
         Some(ok) => {
             let age = age_of(ok.time);
             let _ = writeln!(

@@ -35,6 +35,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod copies;
 pub mod inspect;
 pub mod logging;
 pub mod metrics;
@@ -88,6 +89,7 @@ pub fn execute(cli: &Cli, env: &dsn::Environment) -> Result<ExitCode, Error> {
         common: cli.common.clone(),
         backup: cli.backup.clone(),
         restore: cli.restore.clone(),
+        offsite: cli.offsite.clone(),
     };
     let command = match (&cli.command, cli.once) {
         (Some(command), _) => command.clone(),
@@ -102,6 +104,7 @@ pub fn execute(cli: &Cli, env: &dsn::Environment) -> Result<ExitCode, Error> {
     | Command::Restore { common, .. }
     | Command::Drill { common, .. }
     | Command::Verify { common, .. }
+    | Command::Sync { common, .. }
     | Command::Status { common, .. }) = &command;
     logging::init(config::log_format(common)?, env);
     match command {
@@ -109,8 +112,9 @@ pub fn execute(cli: &Cli, env: &dsn::Environment) -> Result<ExitCode, Error> {
             common,
             backup,
             restore,
+            offsite,
         } => {
-            let config = config::run_config(&common, &backup, &restore, env)?;
+            let config = config::run_config(&common, &backup, &restore, &offsite, env)?;
             let cancellation = run::cancel_on_signals();
             Ok(run::run_once(&config, TOOL, &cancellation).exit_code())
         }
@@ -119,9 +123,10 @@ pub fn execute(cli: &Cli, env: &dsn::Environment) -> Result<ExitCode, Error> {
             backup,
             scheduling,
             restore,
+            offsite,
         } => {
             let schedule = config::schedule(&scheduling)?;
-            let config = config::run_config(&common, &backup, &restore, env)?;
+            let config = config::run_config(&common, &backup, &restore, &offsite, env)?;
             let cancellation = run::cancel_on_signals();
             run::run_scheduler(&config, &schedule, TOOL, &cancellation);
             Ok(ExitCode::SUCCESS)
@@ -199,20 +204,75 @@ pub fn execute(cli: &Cli, env: &dsn::Environment) -> Result<ExitCode, Error> {
         }
         Command::Verify {
             dir,
+            remote,
             common,
             identity,
+            offsite,
         } => {
             let identities = config::identities(&identity)?;
+            if remote {
+                let stamp = dir.map(|stamp| stamp.display().to_string());
+                if let Some(stamp) = &stamp
+                    && manifest::UtcTime::parse_stamp(stamp).is_none()
+                {
+                    return Err(Error::Config(format!(
+                        "verify --remote: expected a stamp like 2026-11-29_020000, got {stamp:?}"
+                    )));
+                }
+                let backup_dir = config::existing_backup_dir(&common)?;
+                let local = config::retention(&cli::RetentionSettings {
+                    retention_days: None,
+                    keep_min: None,
+                })?;
+                let copies = config::offsite_config(&offsite, local, env)?.ok_or_else(|| {
+                    Error::Config("verify --remote needs BACKUP_S3_URL".to_owned())
+                })?;
+                let cancellation = run::cancel_on_signals();
+                return Ok(inspect::verify_remote(
+                    &copies,
+                    &backup_dir,
+                    stamp.as_deref(),
+                    identities.as_ref(),
+                    &cancellation,
+                )
+                .print());
+            }
             let dir = match dir {
                 Some(dir) => dir,
                 None => config::existing_backup_dir(&common)?,
             };
             Ok(inspect::verify(&dir, identities.as_ref()).print())
         }
-        Command::Status { max_age, common } => {
+        Command::Sync {
+            common,
+            retention,
+            offsite,
+        } => {
+            let retention = config::retention(&retention)?;
+            let copies = config::offsite_config(&offsite, retention, env)?
+                .ok_or_else(|| Error::Config("sync needs BACKUP_S3_URL".to_owned()))?;
+            let backups = manifest::BackupDir::new(&config::existing_backup_dir(&common)?);
+            let cancellation = run::cancel_on_signals();
+            Ok(copies::sync(
+                &backups,
+                &copies,
+                retention,
+                config::metrics_file(&common).as_deref(),
+                &cancellation,
+            ))
+        }
+        Command::Status {
+            max_age,
+            common,
+            offsite,
+        } => {
             let max_age = config::duration("--max-age", &max_age)?;
             let dir = config::existing_backup_dir(&common)?;
-            Ok(inspect::status(&dir, max_age, manifest::UtcTime::now()).print())
+            let offsite_required = offsite
+                .s3_url
+                .as_deref()
+                .is_some_and(|url| !url.trim().is_empty());
+            Ok(inspect::status(&dir, max_age, manifest::UtcTime::now(), offsite_required).print())
         }
     }
 }

@@ -29,6 +29,8 @@ struct Carried {
     artifact_bytes: BTreeMap<String, u64>,
     drill_last_run: Option<f64>,
     drill_last_success: Option<f64>,
+    offsite_last_run: Option<f64>,
+    offsite_last_success: Option<f64>,
 }
 
 /// Records a finished run (its manifest) in the file at `path`.
@@ -60,6 +62,19 @@ pub fn record_drill(path: &Path, drill: &Drill) {
     carried.drill_last_run = finished;
     if drill.status == Status::Ok {
         carried.drill_last_success = finished;
+    }
+    write(path, &carried);
+}
+
+/// Records a run's off-site uploads (none when nothing was pending).
+pub fn record_offsite(path: &Path, attempts: &[crate::copies::Attempt]) {
+    let Some(last) = attempts.last() else {
+        return;
+    };
+    let mut carried = read(path);
+    carried.offsite_last_run = Some(last.record.finished_at.0.unix_seconds() as f64);
+    if let Some(ok) = attempts.iter().rev().find(|attempt| attempt.is_ok()) {
+        carried.offsite_last_success = Some(ok.record.finished_at.0.unix_seconds() as f64);
     }
     write(path, &carried);
 }
@@ -102,6 +117,10 @@ fn parse(text: &str) -> Result<Carried, String> {
             "backup_drill_last_run_timestamp_seconds" => carried.drill_last_run = Some(number),
             "backup_drill_last_success_timestamp_seconds" => {
                 carried.drill_last_success = Some(number)
+            }
+            "backup_offsite_last_run_timestamp_seconds" => carried.offsite_last_run = Some(number),
+            "backup_offsite_last_success_timestamp_seconds" => {
+                carried.offsite_last_success = Some(number)
             }
             _ => {
                 let artifact = series
@@ -161,6 +180,16 @@ fn render(carried: &Carried) -> String {
         "When the last successful restore drill ended (Unix time).",
         carried.drill_last_success,
     );
+    gauge(
+        "backup_offsite_last_run_timestamp_seconds",
+        "When the last off-site upload attempt ended (Unix time).",
+        carried.offsite_last_run,
+    );
+    gauge(
+        "backup_offsite_last_success_timestamp_seconds",
+        "When the last successful off-site copy ended (Unix time).",
+        carried.offsite_last_success,
+    );
     if !carried.artifact_bytes.is_empty() {
         let _ = writeln!(
             out,
@@ -219,6 +248,8 @@ mod tests {
             artifact_bytes: BTreeMap::from([("supabase_db".to_owned(), 1_048_576)]),
             drill_last_run: Some(1_796_000_100.0),
             drill_last_success: Some(1_795_000_000.0),
+            offsite_last_run: Some(1_796_000_200.0),
+            offsite_last_success: Some(1_795_900_000.0),
         };
         assert_eq!(parse(&render(&carried)), Ok(carried));
         assert_eq!(parse(&render(&Carried::default())), Ok(Carried::default()));

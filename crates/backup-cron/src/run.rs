@@ -23,6 +23,9 @@ pub enum RunOutcome {
     /// The backup is ok, but its drill (`BACKUP_DRILL=true`) failed; retention
     /// was skipped.
     DrillFailed,
+    /// The backup is ok locally, but its off-site copy failed; retention was
+    /// skipped.
+    OffsiteFailed,
 }
 
 impl RunOutcome {
@@ -30,7 +33,9 @@ impl RunOutcome {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             RunOutcome::Ok => ExitCode::SUCCESS,
-            RunOutcome::Failed | RunOutcome::DrillFailed => ExitCode::from(1),
+            RunOutcome::Failed | RunOutcome::DrillFailed | RunOutcome::OffsiteFailed => {
+                ExitCode::from(1)
+            }
             RunOutcome::Locked => ExitCode::from(3),
         }
     }
@@ -194,6 +199,8 @@ pub fn run_once(config: &RunConfig, tool: &str, cancellation: &Cancellation) -> 
             .error
             .expect("a failed manifest names its first error");
         tracing::error!(dir = %run_name, code = %error.code, step = %error.step, "backup failed; retention skipped");
+        // Earlier backups still get their off-site copies.
+        copy_off_site(config, cancellation);
         return RunOutcome::Failed;
     }
     tracing::info!(dir = %run_name, duration_ms = manifest.duration_ms, "backup ok");
@@ -210,6 +217,13 @@ pub fn run_once(config: &RunConfig, tool: &str, cancellation: &Cancellation) -> 
         }
         tracing::info!(dir = %run_name, tables = drill.tables_checked, rows = drill.rows_checked, "drill ok");
     }
+    if config.offsite.is_some() {
+        copy_off_site(config, cancellation);
+        if !crate::copies::copied(&config.backup_dir, &run_name) {
+            tracing::error!(dir = %run_name, "off-site copy failed; retention skipped (the local backup is ok)");
+            return RunOutcome::OffsiteFailed;
+        }
+    }
     match crate::retention::apply(
         &config.backup_dir,
         UtcTime::now(),
@@ -224,7 +238,33 @@ pub fn run_once(config: &RunConfig, tool: &str, cancellation: &Cancellation) -> 
             tracing::error!(error = %error, "retention failed; the backup itself is fine")
         }
     }
+    if let Some(offsite) = &config.offsite {
+        match crate::copies::apply_remote_retention(offsite, &run_name, cancellation) {
+            Ok(deleted) if !deleted.is_empty() => {
+                tracing::info!(deleted = ?deleted, "remote retention removed expired backups")
+            }
+            Ok(_) => {}
+            Err(code) => {
+                tracing::error!(code = %code, "remote retention failed; the backups themselves are fine")
+            }
+        }
+    }
     RunOutcome::Ok
+}
+
+/// The off-site pass of a run (see [`crate::copies::catch_up`]).
+fn copy_off_site(config: &RunConfig, cancellation: &Cancellation) {
+    let Some(offsite) = &config.offsite else {
+        return;
+    };
+    match crate::copies::catch_up(&config.backup_dir, offsite, config.retention, cancellation) {
+        Ok(attempts) => {
+            if let Some(path) = &config.metrics_file {
+                crate::metrics::record_offsite(path, &attempts);
+            }
+        }
+        Err(error) => tracing::error!(error = %error, "cannot list backups for off-site copies"),
+    }
 }
 
 /// Runs one step unless the run was already interrupted, and logs its outcome.

@@ -383,8 +383,10 @@ mod config {
         };
         let backup = BackupSettings {
             storage_root: None,
-            retention_days: None,
-            keep_min: None,
+            retention: crate::cli::RetentionSettings {
+                retention_days: None,
+                keep_min: None,
+            },
             pg_timeout_seconds: None,
             compression: None,
             compression_level: None,
@@ -411,7 +413,12 @@ mod config {
                 age_identity_file: None,
             },
         };
-        resolve(&common, &backup, &restore, &env).map_err(|error| error.to_string())
+        let offsite = crate::cli::OffsiteSettings {
+            s3_url: None,
+            s3_timeout_seconds: None,
+            s3_retention_days: None,
+        };
+        resolve(&common, &backup, &restore, &offsite, &env).map_err(|error| error.to_string())
     }
 
     const DB: (&str, &str) = ("DATABASE_URL", "postgres://backup:pw@db/app");
@@ -517,6 +524,78 @@ mod config {
     }
 
     #[test]
+    fn off_site_copies_need_credentials_and_sane_settings() {
+        let local = crate::retention::RetentionPolicy {
+            retention_days: 7,
+            keep_min: 1,
+        };
+        let keys = [
+            ("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI-secret"),
+        ];
+        let offsite = |url: Option<&str>,
+                       timeout: Option<&str>,
+                       retention: Option<&str>,
+                       env: &[(&str, &str)]| {
+            let settings = crate::cli::OffsiteSettings {
+                s3_url: url.map(str::to_owned),
+                s3_timeout_seconds: timeout.map(str::to_owned),
+                s3_retention_days: retention.map(str::to_owned),
+            };
+            crate::config::offsite_config(
+                &settings,
+                local,
+                &dsn::Environment::from_pairs(env.iter().copied()),
+            )
+            .map_err(|error| error.to_string())
+        };
+        assert!(
+            offsite(None, Some("x"), None, &[]).unwrap().is_none(),
+            "off unless BACKUP_S3_URL"
+        );
+        let on = offsite(Some("s3://school-backups/db"), None, None, &keys)
+            .unwrap()
+            .unwrap();
+        assert_eq!(on.timeout, std::time::Duration::from_secs(900));
+        assert_eq!(
+            on.retention, local,
+            "remote retention defaults to RETENTION_DAYS"
+        );
+        let longer = offsite(Some("s3://school-backups"), None, Some("90"), &keys)
+            .unwrap()
+            .unwrap();
+        assert_eq!(longer.retention.retention_days, 90);
+        let errors = [
+            offsite(Some("s3://school-backups"), None, None, &keys[..1]),
+            offsite(Some("s3://school-backups"), None, None, &keys[1..]),
+            offsite(Some("https://school-backups"), None, None, &keys),
+            offsite(Some("s3://school-backups"), Some("15m"), None, &keys),
+            offsite(Some("s3://school-backups"), Some("0"), None, &keys),
+            offsite(Some("s3://school-backups"), None, Some("-1"), &keys),
+            offsite(
+                Some("s3://school-backups"),
+                None,
+                None,
+                &[keys[0], keys[1], ("AWS_ENDPOINT_URL", "minio:9000")],
+            ),
+        ];
+        let expected = [
+            "BACKUP_S3_URL is set, so AWS_SECRET_ACCESS_KEY (or AWS_SECRET_ACCESS_KEY_FILE) is required",
+            "BACKUP_S3_URL is set, so AWS_ACCESS_KEY_ID (or AWS_ACCESS_KEY_ID_FILE) is required",
+            "BACKUP_S3_URL: expected s3://BUCKET or s3://BUCKET/PREFIX",
+            "BACKUP_S3_TIMEOUT_SECONDS: expected a whole number from 1 to 604800, got \"15m\"",
+            "BACKUP_S3_TIMEOUT_SECONDS: expected a whole number from 1 to 604800, got \"0\"",
+            "BACKUP_S3_RETENTION_DAYS: expected a whole number from 0 to 36500, got \"-1\"",
+            "AWS_ENDPOINT_URL: expected an http:// or https:// URL",
+        ];
+        for (error, expected) in errors.into_iter().zip(expected) {
+            let message = error.err().unwrap_or_default();
+            assert_eq!(message, expected);
+            assert!(!message.contains("wJalr"), "{message}");
+        }
+    }
+
+    #[test]
     fn backup_drill_needs_a_server_and_a_boolean() {
         assert!(check(&[DB], |_, _| {}).unwrap().drill.is_none());
         assert_eq!(
@@ -563,12 +642,12 @@ mod config {
             ),
             (
                 &[DB],
-                |_, backup| backup.retention_days = Some("a week".to_owned()),
+                |_, backup| backup.retention.retention_days = Some("a week".to_owned()),
                 "RETENTION_DAYS: expected a whole number from 0 to 36500, got \"a week\"",
             ),
             (
                 &[DB],
-                |_, backup| backup.keep_min = Some("-1".to_owned()),
+                |_, backup| backup.retention.keep_min = Some("-1".to_owned()),
                 "BACKUP_KEEP_MIN: expected a whole number from 0 to 100000, got \"-1\"",
             ),
             (
@@ -670,6 +749,7 @@ mod runs {
             drill: None,
             metrics_file: None,
             recipients: None,
+            offsite: None,
         }
     }
 
@@ -805,7 +885,7 @@ mod status {
 
     #[track_caller]
     fn check(root: &Path, now: UtcTime, good: bool, line: &str) {
-        let report = status(root, Duration::from_secs(26 * 3600), now);
+        let report = status(root, Duration::from_secs(26 * 3600), now, false);
         assert_eq!(report.good, good, "{}", report.text);
         assert!(report.text.contains(line), "{line:?} in:\n{}", report.text);
     }

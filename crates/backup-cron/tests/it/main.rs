@@ -4,6 +4,7 @@
 mod config;
 mod encryption;
 mod inspect;
+mod offsite;
 mod once;
 mod restore;
 mod signals;
