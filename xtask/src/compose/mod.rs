@@ -835,6 +835,38 @@ mod tests {
     }
 
     #[test]
+    fn the_offsite_override_passes_keys_as_secrets_only() {
+        let offsite = read("deploy/compose.offsite.yaml");
+        for variable in [
+            "BACKUP_S3_URL",
+            "AWS_ENDPOINT_URL",
+            "AWS_REGION",
+            "AWS_ACCESS_KEY_ID_FILE: /run/secrets/s3_access_key_id",
+            "AWS_SECRET_ACCESS_KEY_FILE: /run/secrets/s3_secret_access_key",
+            "BACKUP_S3_RETENTION_DAYS",
+            "BACKUP_AGE_RECIPIENTS",
+        ] {
+            assert!(offsite.contains(variable), "{variable}");
+        }
+        for key in [
+            "AWS_ACCESS_KEY_ID:",
+            "AWS_SECRET_ACCESS_KEY:",
+            "AWS_SESSION_TOKEN:",
+        ] {
+            assert!(!offsite.contains(key), "{key} must come from a secret file");
+        }
+        assert!(
+            offsite
+                .contains("secrets: [backup_database_url, s3_access_key_id, s3_secret_access_key]"),
+            "the override keeps the base file's secret"
+        );
+        assert!(
+            !offsite.contains("BACKUP_AGE_IDENTITY_FILE"),
+            "no private key on the backup host"
+        );
+    }
+
+    #[test]
     fn the_worker_stops_within_compose_s_grace_period() {
         let compose = read("compose.yaml");
         let grace: u64 = compose
