@@ -15,12 +15,16 @@ tasks:
                   variables deploy/compose.offline.yaml needs
   bench           backup and worker benchmarks against the usual alternatives
   bench --quick   a smoke run of the same, under a minute or two
+  bench --only SECTION   one section: backup, formats or worker (with --quick too)
   chaos           workers and backups under injected faults, checked for lost,
                   duplicated or leaked work (options: --minutes N, default 10;
                   --seed S to repeat a fault schedule)
   chaos --quick   a short run of the same (part of ci)
   consumer        lease and dsn used from a project of its own, as an outsider
                   would (part of ci)";
+
+/// The sections of `cargo xtask bench`.
+pub(crate) const BENCH_SECTIONS: [&str; 3] = ["backup", "formats", "worker"];
 
 /// What to do.
 pub(crate) enum Task {
@@ -35,6 +39,8 @@ pub(crate) enum Task {
     Bench {
         /// `--quick`.
         quick: bool,
+        /// `--only SECTION`: one of [`BENCH_SECTIONS`].
+        only: Option<String>,
     },
     /// Fault injection.
     Chaos(crate::chaos::Options),
@@ -55,11 +61,25 @@ impl Task {
                 Some("--compose") => Task::E2e { compose: true },
                 Some(other) => bail!("unknown e2e flag `{other}`\n\n{USAGE}"),
             },
-            Some("bench") => match args.next().as_deref() {
-                None => Task::Bench { quick: false },
-                Some("--quick") => Task::Bench { quick: true },
-                Some(other) => bail!("unknown bench flag `{other}`\n\n{USAGE}"),
-            },
+            Some("bench") => {
+                let (mut quick, mut only) = (false, None);
+                while let Some(flag) = args.next() {
+                    match flag.as_str() {
+                        "--quick" => quick = true,
+                        "--only" => match args.next() {
+                            Some(section) if BENCH_SECTIONS.contains(&section.as_str()) => {
+                                only = Some(section)
+                            }
+                            _ => bail!(
+                                "--only takes one of {}\n\n{USAGE}",
+                                BENCH_SECTIONS.join(", ")
+                            ),
+                        },
+                        other => bail!("unknown bench flag `{other}`\n\n{USAGE}"),
+                    }
+                }
+                Task::Bench { quick, only }
+            }
             Some("chaos") => return chaos_options(args).map(Task::Chaos),
             Some("consumer") => Task::Consumer,
             Some("images") => Task::Images,

@@ -38,7 +38,7 @@ fn run() -> anyhow::Result<()> {
         flags::Task::Ci => ci::run(&sh),
         flags::Task::E2e { compose: false } => e2e::run(&sh),
         flags::Task::E2e { compose: true } => compose::run(&sh),
-        flags::Task::Bench { quick } => bench::run(&sh, quick),
+        flags::Task::Bench { quick, only } => bench::run(&sh, quick, only.as_deref()),
         flags::Task::Chaos(options) => chaos::run(&sh, &options),
         flags::Task::Consumer => consumer::run(&sh),
         flags::Task::Images => compose::images_only(&sh),

@@ -16,15 +16,20 @@ use xshell::{Shell, cmd};
 use crate::db::Db;
 use crate::project_root;
 
+mod formats;
+
 struct Settings {
     runs: usize,
     scale: u32,
     notes_rows: u32,
     jobs: u32,
     pickups: u32,
+    essay_rows: u32,
 }
 
-pub(crate) fn run(sh: &Shell, quick: bool) -> anyhow::Result<()> {
+/// Runs every section, or only `only`.
+pub(crate) fn run(sh: &Shell, quick: bool, only: Option<&str>) -> anyhow::Result<()> {
+    let wanted = |section: &str| only.is_none_or(|only| only == section);
     let settings = if quick {
         Settings {
             runs: 1,
@@ -32,6 +37,7 @@ pub(crate) fn run(sh: &Shell, quick: bool) -> anyhow::Result<()> {
             notes_rows: 20_000,
             jobs: 2_000,
             pickups: 30,
+            essay_rows: 20_000,
         }
     } else {
         Settings {
@@ -40,6 +46,7 @@ pub(crate) fn run(sh: &Shell, quick: bool) -> anyhow::Result<()> {
             notes_rows: 400_000,
             jobs: 20_000,
             pickups: 300,
+            essay_rows: 400_000,
         }
     };
     ensure!(
@@ -65,12 +72,23 @@ pub(crate) fn run(sh: &Shell, quick: bool) -> anyhow::Result<()> {
     .run()?;
     let out_dir = project_root().join("target/bench");
     std::fs::create_dir_all(&out_dir)?;
-    let cluster = fixtures::TestCluster::start().context("cannot start PostgreSQL")?;
+    // Production durability (fsync, synchronous_commit, full_page_writes on): the
+    // test cluster's fast settings would flatter every commit.
+    let cluster = fixtures::TestCluster::start_durable().context("cannot start PostgreSQL")?;
     let scratch = tempfile::Builder::new().prefix("bench-").tempdir()?;
-    let backup = backup_cases(sh, &cluster, scratch.path(), &settings)?;
-    std::fs::write(out_dir.join("backup.json"), &backup)?;
-    let worker = worker_cases(sh, &cluster, &settings)?;
-    std::fs::write(out_dir.join("worker.json"), &worker)?;
+    let fsync = fdatasync_rate(sh, &cluster)?;
+    if wanted("backup") {
+        let backup = backup_cases(sh, &cluster, scratch.path(), &settings)?;
+        std::fs::write(out_dir.join("backup.json"), &backup)?;
+    }
+    if wanted("formats") {
+        let formats = formats::format_cases(sh, &cluster, scratch.path(), &settings)?;
+        std::fs::write(out_dir.join("formats.json"), &formats)?;
+    }
+    if wanted("worker") {
+        let worker = worker_cases(sh, &cluster, &settings, fsync)?;
+        std::fs::write(out_dir.join("worker.json"), &worker)?;
+    }
     eprintln!("xtask bench: raw numbers in {}", out_dir.display());
     Ok(())
 }
@@ -435,14 +453,68 @@ fn output_size(path: &Path) -> anyhow::Result<u64> {
     Ok(std::fs::metadata(run.join("supabase_db.sql.gz"))?.len())
 }
 
+/// What bounds every commit rate: `pg_test_fsync`'s fdatasync of one 8 kB write,
+/// ops/s, on the file system the cluster's WAL is on.
+fn fdatasync_rate(sh: &Shell, cluster: &fixtures::TestCluster) -> anyhow::Result<f64> {
+    let program = cluster.bin_dir().join("pg_test_fsync");
+    let file = cluster.root().join("pg_test_fsync.out");
+    let output = cmd!(sh, "{program} -s 2 -f {file}").quiet().read()?;
+    let _ = std::fs::remove_file(&file);
+    let rate = output
+        .lines()
+        .skip_while(|line| !line.contains("one 8kB write"))
+        .find(|line| line.trim_start().starts_with("fdatasync"))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|rate| rate.parse().ok())
+        .context("pg_test_fsync printed no fdatasync rate")?;
+    eprintln!("xtask bench: fdatasync {rate:.0} ops/s (pg_test_fsync, one 8 kB write)");
+    Ok(rate)
+}
+
+/// The database's committed transactions and the cluster's WAL flushes so far.
+/// Statistics reach the views when a backend reports them (at the latest when it
+/// exits): read until two reads agree, after the measured process has ended.
+fn commit_counters(psql: &Psql<'_>, db: &str) -> anyhow::Result<(u64, u64)> {
+    let read = || -> anyhow::Result<(u64, u64)> {
+        let row = psql.run(
+            db,
+            "select (select xact_commit from pg_stat_database where datname = current_database()) \
+             || ' ' || (select wal_sync from pg_stat_wal)",
+        )?;
+        let (commits, flushes) = row.trim().split_once(' ').context("two counters")?;
+        Ok((commits.parse()?, flushes.parse()?))
+    };
+    let mut last = read()?;
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = read()?;
+        if now == last {
+            return Ok(now);
+        }
+        last = now;
+    }
+    Ok(last)
+}
+
 fn worker_cases(
     sh: &Shell,
     cluster: &fixtures::TestCluster,
     settings: &Settings,
+    fsync: f64,
 ) -> anyhow::Result<String> {
     let psql = Psql { sh, cluster };
-    let mut rows = Vec::new();
-    let mut json = Vec::new();
+    let mut rows = vec![format!(
+        "| the machine's fdatasync (pg_test_fsync, one 8 kB write) | – | {fsync:.0} ops/s | bounds every commit rate below |"
+    )];
+    let mut json = vec![format!(
+        "{{\"case\":\"fdatasync\",\"ops_per_s\":{fsync:.1}}}"
+    )];
+    let per_job = |before: (u64, u64), after: (u64, u64), jobs: u32| {
+        (
+            (after.0 - before.0) as f64 / f64::from(jobs),
+            (after.1 - before.1) as f64 / f64::from(jobs),
+        )
+    };
     // Every `image_every`-th submission an image (0: none), so its job also runs
     // vision and writes the OCR cache into the job's payload.
     let seed_mix = |db: &str, jobs: u32, image_every: u32| -> anyhow::Result<()> {
@@ -469,14 +541,16 @@ fn worker_cases(
     for slots in ["4", "16"] {
         let db = fresh_db("bench_queue")?;
         seed_text(&db, settings.jobs)?;
+        let before = commit_counters(&psql, &db)?;
         let line = cmd!(sh, "{noop} {slots}")
             .env("BENCH_DATABASE_URL", psql.dsn_as("gustav_worker", &db))
             .read()?;
+        let (commits, flushes) = per_job(before, commit_counters(&psql, &db)?, settings.jobs);
         let (jobs, seconds) = line.split_once(' ').context("jobs and seconds")?;
         let rate = jobs.parse::<f64>()? / seconds.parse::<f64>()?;
-        rows.push(format!("| lease alone, no-op jobs | {slots} slots | {rate:.0} jobs/s | {jobs} jobs in {seconds} s |"));
+        rows.push(format!("| lease alone, no-op jobs | {slots} slots | {rate:.0} jobs/s | {jobs} jobs in {seconds} s; {commits:.2} commits and {flushes:.2} WAL flushes per job |"));
         json.push(format!(
-            "{{\"case\":\"lease_noop\",\"slots\":{slots},\"jobs_per_s\":{rate:.1}}}"
+            "{{\"case\":\"lease_noop\",\"slots\":{slots},\"jobs_per_s\":{rate:.1},\"commits_per_job\":{commits:.3},\"wal_flushes_per_job\":{flushes:.3}}}"
         ));
     }
     let worker = project_root().join("target/release/learning-worker");
@@ -488,6 +562,7 @@ fn worker_cases(
         let db = fresh_db("bench_worker")?;
         seed_mix(&db, settings.jobs, image_every)?;
         let dsn = psql.dsn_as("gustav_worker", &db);
+        let before = commit_counters(&psql, &db)?;
         let started = Instant::now();
         cmd!(sh, "{worker} drain")
             .env("LEARNING_DATABASE_URL", &dsn)
@@ -496,9 +571,10 @@ fn worker_cases(
             .env("RUST_LOG", "warn")
             .run()?;
         let seconds = started.elapsed().as_secs_f64();
+        let (commits, flushes) = per_job(before, commit_counters(&psql, &db)?, settings.jobs);
         let rate = f64::from(settings.jobs) / seconds;
-        rows.push(format!("| learning-worker drain, stub, {mix} | concurrency {concurrency} | {rate:.0} jobs/s | {} jobs in {seconds:.2} s (process start included) |", settings.jobs));
-        json.push(format!("{{\"case\":\"worker_pipeline\",\"submissions\":\"{mix}\",\"concurrency\":{concurrency},\"jobs_per_s\":{rate:.1}}}"));
+        rows.push(format!("| learning-worker drain, stub, {mix} | concurrency {concurrency} | {rate:.0} jobs/s | {} jobs in {seconds:.2} s (process start included); {commits:.2} commits and {flushes:.2} WAL flushes per job |", settings.jobs));
+        json.push(format!("{{\"case\":\"worker_pipeline\",\"submissions\":\"{mix}\",\"concurrency\":{concurrency},\"jobs_per_s\":{rate:.1},\"commits_per_job\":{commits:.3},\"wal_flushes_per_job\":{flushes:.3}}}"));
     }
     let (latency_row, latency_json) =
         pickup_latency(&psql, &fresh_db("bench_pickup")?, &worker, settings.pickups)?;
