@@ -395,3 +395,93 @@ fn binaries_are_wiring() {
         "binaries with more than 100 lines in main.rs: {offenders:#?}"
     );
 }
+
+#[test]
+fn reference_names_everything() {
+    let root = project_root();
+    let reference = fs::read_to_string(root.join("docs/reference/backup-cron.md")).unwrap();
+    let source = |path: &str| fs::read_to_string(root.join(path)).unwrap();
+    let mut names = Vec::new();
+    // Every variable: each all-capitals string literal of the command line and the
+    // configuration (flags' `env = "…"`, the environment-only secrets, DSN lists).
+    let cli = source("crates/backup-cron/src/cli.rs");
+    let placeholders = quoted_after(&cli, "value_name = \"");
+    for path in [
+        "crates/backup-cron/src/cli.rs",
+        "crates/backup-cron/src/config.rs",
+    ] {
+        names.extend(
+            quoted_after(&source(path), "\"")
+                .into_iter()
+                .filter(|literal| {
+                    !placeholders.contains(literal)
+                        && literal.len() > 3
+                        && literal.starts_with(|c: char| c.is_ascii_uppercase())
+                        && literal.bytes().all(|byte| {
+                            byte.is_ascii_uppercase() || byte.is_ascii_digit() || byte == b'_'
+                        })
+                }),
+        );
+    }
+    // Every code written into manifest.json, drill.json, offsite.json.
+    for path in [
+        "crates/manifest/src/code.rs",
+        "crates/manifest/src/offsite.rs",
+    ] {
+        names.extend(
+            quoted_after(&source(path), "=> \"")
+                .into_iter()
+                .filter(|code| {
+                    code.bytes().all(|byte| {
+                        byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_'
+                    })
+                }),
+        );
+    }
+    // Every metric.
+    names.extend(
+        quoted_after(&source("crates/backup-cron/src/metrics.rs"), "\"backup_")
+            .into_iter()
+            .map(|rest| {
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                    .unwrap_or(rest.len());
+                format!("backup_{}", &rest[..end])
+            })
+            .filter(|name| name.len() > "backup_".len()),
+    );
+    for expected in [
+        "BACKUP_S3_URL",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_REGION",
+        "KC_DB_URL",
+        "SESSION_DATABASE_URL",
+        "s3_timeout",
+        "pg_dump_timeout",
+        "backup_runs_total",
+    ] {
+        assert!(
+            names.iter().any(|name| name == expected),
+            "the scan misses {expected}: {names:?}"
+        );
+    }
+    let missing: Vec<&String> = names
+        .iter()
+        .filter(|name| !reference.contains(name.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/reference/backup-cron.md does not name: {missing:?}"
+    );
+}
+
+/// The text up to the next `"` after each occurrence of `opener`.
+fn quoted_after(text: &str, opener: &str) -> Vec<String> {
+    text.match_indices(opener)
+        .filter_map(|(index, _)| {
+            let rest = &text[index + opener.len()..];
+            rest.find('"').map(|end| rest[..end].to_owned())
+        })
+        .filter(|name| !name.is_empty())
+        .collect()
+}

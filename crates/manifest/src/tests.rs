@@ -443,3 +443,41 @@ fn an_encrypted_artifact_says_so_and_is_named_dot_age() {
     });
     assert!(refused.is_err(), "only known encryptions are read");
 }
+
+#[test]
+fn offsite_records_round_trip_and_refuse_what_they_do_not_know() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(
+        crate::Offsite::read(dir.path()).unwrap(),
+        None,
+        "never attempted"
+    );
+    let record = crate::Offsite::new(
+        finished(),
+        std::time::Duration::from_millis(1234),
+        vec![crate::OffsiteObject {
+            file: "supabase_db.sql.gz".to_owned(),
+            bytes: 123,
+            sha256: "ab".repeat(32),
+        }],
+        Some(crate::OffsiteCode::S3Timeout),
+    );
+    assert_eq!(record.status, Status::Failed);
+    record.write_atomic(dir.path()).unwrap();
+    assert_eq!(
+        crate::Offsite::read(dir.path()).unwrap(),
+        Some(record.clone())
+    );
+    let json = serde_json::to_value(&record).unwrap();
+    assert_eq!(json["error"]["code"], "s3_timeout");
+    for code in crate::OffsiteCode::ALL {
+        assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+    }
+    for damaged in [
+        r#"{"schema":"backup-offsite/v1","status":"ok","finished_at":"2026-12-02T02:00:07Z","duration_ms":1,"objects":[],"error":null,"bucket":"x"}"#,
+        r#"{"schema":"backup-offsite/v1","status":"failed","finished_at":"2026-12-02T02:00:07Z","duration_ms":1,"objects":[],"error":{"code":"AccessDenied: bucket x"}}"#,
+    ] {
+        std::fs::write(dir.path().join(crate::OFFSITE_FILE), damaged).unwrap();
+        assert!(crate::Offsite::read(dir.path()).is_err(), "{damaged}");
+    }
+}
