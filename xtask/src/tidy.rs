@@ -473,6 +473,77 @@ fn reference_names_everything() {
         missing.is_empty(),
         "docs/reference/backup-cron.md does not name: {missing:?}"
     );
+
+    let reference = fs::read_to_string(root.join("docs/reference/learning-worker.md")).unwrap();
+    let mut names = Vec::new();
+    for path in [
+        "crates/learning-worker/src/cli.rs",
+        "crates/learning-worker/src/config.rs",
+        "crates/worker-core/src/stub.rs",
+    ] {
+        let text = source(path);
+        let placeholders = quoted_after(&text, "value_name = \"");
+        names.extend(quoted_after(&text, "\"").into_iter().filter(|literal| {
+            !placeholders.contains(literal)
+                && literal != "PATH"
+                && literal.len() > 3
+                && literal.starts_with(|c: char| c.is_ascii_uppercase())
+                && literal
+                    .bytes()
+                    .all(|byte| byte.is_ascii_uppercase() || byte.is_ascii_digit() || byte == b'_')
+        }));
+    }
+    for path in [
+        "crates/worker-core/src/database.rs",
+        "crates/worker-core/src/readiness.rs",
+    ] {
+        names.extend(
+            quoted_after(&source(path), "\"")
+                .into_iter()
+                .filter(|literal| {
+                    (literal.starts_with("db_") || literal.starts_with("backend_"))
+                        && literal
+                            .bytes()
+                            .all(|byte| byte.is_ascii_lowercase() || byte == b'_')
+                }),
+        );
+    }
+    names.extend(
+        quoted_after(&source("crates/worker-core/src/metrics.rs"), "\"")
+            .into_iter()
+            .filter(|literal| literal.starts_with("ai_worker_") || literal.starts_with("analysis_"))
+            .map(|literal| {
+                let end = literal
+                    .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                    .unwrap_or(literal.len());
+                literal[..end]
+                    .trim_end_matches("_bucket")
+                    .trim_end_matches("_count")
+                    .trim_end_matches("_sum")
+                    .to_owned()
+            }),
+    );
+    for expected in [
+        "LEARNING_DATABASE_URL",
+        "WORKER_LEASE_SECONDS",
+        "AI_STUB_FAIL",
+        "db_lease_index_missing",
+        "backend_unavailable",
+        "ai_worker_lease_lost_total",
+    ] {
+        assert!(
+            names.iter().any(|name| name == expected),
+            "the scan misses {expected}: {names:?}"
+        );
+    }
+    let missing: Vec<&String> = names
+        .iter()
+        .filter(|name| !reference.contains(name.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/reference/learning-worker.md does not name: {missing:?}"
+    );
 }
 
 /// The text up to the next `"` after each occurrence of `opener`.

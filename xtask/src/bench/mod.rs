@@ -537,9 +537,24 @@ fn worker_cases(
         psql.run(name, "alter role gustav_worker login")?;
         Ok(name.to_owned())
     };
+    // The index the platform's database has, (status, visible_at), and not the
+    // worker's own (status, visible_at, created_at): what a database looks like
+    // before schema.sql ran, or where it could not.
+    let contract_index_only = |db: &str| {
+        psql.run(
+            db,
+            "drop index learning_submission_jobs_lease_idx; \
+             create index learning_submission_jobs_status_visible_at_idx \
+             on learning_submission_jobs (status, visible_at)",
+        )
+        .map(drop)
+    };
     let noop = project_root().join("target/release/examples/noop_drain");
-    for slots in ["4", "16"] {
+    for (slots, index) in [("4", "ours"), ("16", "ours"), ("16", "contract only")] {
         let db = fresh_db("bench_queue")?;
+        if index == "contract only" {
+            contract_index_only(&db)?;
+        }
         seed_text(&db, settings.jobs)?;
         let before = commit_counters(&psql, &db)?;
         let line = cmd!(sh, "{noop} {slots}")
@@ -548,18 +563,22 @@ fn worker_cases(
         let (commits, flushes) = per_job(before, commit_counters(&psql, &db)?, settings.jobs);
         let (jobs, seconds) = line.split_once(' ').context("jobs and seconds")?;
         let rate = jobs.parse::<f64>()? / seconds.parse::<f64>()?;
-        rows.push(format!("| lease alone, no-op jobs | {slots} slots | {rate:.0} jobs/s | {jobs} jobs in {seconds} s; {commits:.2} commits and {flushes:.2} WAL flushes per job |"));
+        rows.push(format!("| lease alone, no-op jobs, index: {index} | {slots} slots | {rate:.0} jobs/s | {jobs} jobs in {seconds} s; {commits:.2} commits and {flushes:.2} WAL flushes per job |"));
         json.push(format!(
-            "{{\"case\":\"lease_noop\",\"slots\":{slots},\"jobs_per_s\":{rate:.1},\"commits_per_job\":{commits:.3},\"wal_flushes_per_job\":{flushes:.3}}}"
+            "{{\"case\":\"lease_noop\",\"index\":\"{index}\",\"slots\":{slots},\"jobs_per_s\":{rate:.1},\"commits_per_job\":{commits:.3},\"wal_flushes_per_job\":{flushes:.3}}}"
         ));
     }
     let worker = project_root().join("target/release/learning-worker");
-    for (concurrency, image_every, mix) in [
-        ("4", 0, "text"),
-        ("16", 0, "text"),
-        ("16", 2, "half images"),
+    for (concurrency, image_every, mix, index) in [
+        ("4", 0, "text", "ours"),
+        ("16", 0, "text", "ours"),
+        ("16", 0, "text", "contract only"),
+        ("16", 2, "half images", "ours"),
     ] {
         let db = fresh_db("bench_worker")?;
+        if index == "contract only" {
+            contract_index_only(&db)?;
+        }
         seed_mix(&db, settings.jobs, image_every)?;
         let dsn = psql.dsn_as("gustav_worker", &db);
         let before = commit_counters(&psql, &db)?;
@@ -573,8 +592,8 @@ fn worker_cases(
         let seconds = started.elapsed().as_secs_f64();
         let (commits, flushes) = per_job(before, commit_counters(&psql, &db)?, settings.jobs);
         let rate = f64::from(settings.jobs) / seconds;
-        rows.push(format!("| learning-worker drain, stub, {mix} | concurrency {concurrency} | {rate:.0} jobs/s | {} jobs in {seconds:.2} s (process start included); {commits:.2} commits and {flushes:.2} WAL flushes per job |", settings.jobs));
-        json.push(format!("{{\"case\":\"worker_pipeline\",\"submissions\":\"{mix}\",\"concurrency\":{concurrency},\"jobs_per_s\":{rate:.1},\"commits_per_job\":{commits:.3},\"wal_flushes_per_job\":{flushes:.3}}}"));
+        rows.push(format!("| learning-worker drain, stub, {mix}, index: {index} | concurrency {concurrency} | {rate:.0} jobs/s | {} jobs in {seconds:.2} s (process start included); {commits:.2} commits and {flushes:.2} WAL flushes per job |", settings.jobs));
+        json.push(format!("{{\"case\":\"worker_pipeline\",\"index\":\"{index}\",\"submissions\":\"{mix}\",\"concurrency\":{concurrency},\"jobs_per_s\":{rate:.1},\"commits_per_job\":{commits:.3},\"wal_flushes_per_job\":{flushes:.3}}}"));
     }
     let (latency_row, latency_json) =
         pickup_latency(&psql, &fresh_db("bench_pickup")?, &worker, settings.pickups)?;
