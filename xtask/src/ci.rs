@@ -34,11 +34,15 @@ pub(crate) fn run(sh: &Shell) -> anyhow::Result<()> {
     forget_unpacked_packages()?;
     step("package", || {
         // `--allow-dirty`: a local run packages the tree as it is, which is what CI's
-        // clean checkout packages too.
+        // clean checkout packages too. A package is built as a project of its own,
+        // without the workspace's profile: with the dependencies' `debug = false`
+        // given here too, they are the ones the test build already compiled (about
+        // 90 units instead of 500, three minutes less on 2 cores).
         cmd!(
             sh,
             "{cargo} package --workspace --locked --allow-dirty --exclude fixtures --exclude e2e-tests --exclude xtask"
         )
+        .env("CARGO_PROFILE_DEV_DEBUG", "false")
         .run()
     })?;
     step("consumer", || crate::consumer::run(sh))?;
