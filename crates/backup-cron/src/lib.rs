@@ -11,10 +11,17 @@
 //! [`config::RunConfig`] before anything is created, so a configuration error
 //! (exit 2) leaves no trace.
 //!
-//! Where things live: the on-disk format (manifest, stamp directories, the lock
-//! file) is the `manifest` crate's; when to run and what to delete are this
-//! crate's ([`schedule`], [`retention`]); passwords are `dsn`'s, and reach
-//! `pg_dump` only through its private pgpass file.
+//! With `BACKUP_AGE_RECIPIENTS`, every artifact is encrypted as it streams (the
+//! `encryption` crate, through `dump-runner`); with `BACKUP_S3_URL`, [`copies`]
+//! uploads the run's backup and catches up earlier ones after the manifest is
+//! written (the `offsite` crate does the transfer), and retention waits for the
+//! off-site copy too.
+//!
+//! Where things live: the on-disk format (manifest, `offsite.json`, stamp
+//! directories, the lock file) is the `manifest` crate's; when to run, what to
+//! upload and what to delete are this crate's ([`schedule`], [`copies`],
+//! [`retention`]); secrets are `dsn`'s: passwords reach `pg_dump` only through its
+//! private pgpass file, S3 keys only the request signer.
 //!
 //! # Example
 //!
