@@ -404,24 +404,11 @@ fn reference_names_everything() {
     let mut names = Vec::new();
     // Every variable: each all-capitals string literal of the command line and the
     // configuration (flags' `env = "…"`, the environment-only secrets, DSN lists).
-    let cli = source("crates/backup-cron/src/cli.rs");
-    let placeholders = quoted_after(&cli, "value_name = \"");
     for path in [
         "crates/backup-cron/src/cli.rs",
         "crates/backup-cron/src/config.rs",
     ] {
-        names.extend(
-            quoted_after(&source(path), "\"")
-                .into_iter()
-                .filter(|literal| {
-                    !placeholders.contains(literal)
-                        && literal.len() > 3
-                        && literal.starts_with(|c: char| c.is_ascii_uppercase())
-                        && literal.bytes().all(|byte| {
-                            byte.is_ascii_uppercase() || byte.is_ascii_digit() || byte == b'_'
-                        })
-                }),
-        );
+        names.extend(variables_in(&source(path)));
     }
     // Every code written into manifest.json, drill.json, offsite.json.
     for path in [
@@ -481,17 +468,11 @@ fn reference_names_everything() {
         "crates/learning-worker/src/config.rs",
         "crates/worker-core/src/stub.rs",
     ] {
-        let text = source(path);
-        let placeholders = quoted_after(&text, "value_name = \"");
-        names.extend(quoted_after(&text, "\"").into_iter().filter(|literal| {
-            !placeholders.contains(literal)
-                && literal != "PATH"
-                && literal.len() > 3
-                && literal.starts_with(|c: char| c.is_ascii_uppercase())
-                && literal
-                    .bytes()
-                    .all(|byte| byte.is_ascii_uppercase() || byte.is_ascii_digit() || byte == b'_')
-        }));
+        names.extend(
+            variables_in(&source(path))
+                .into_iter()
+                .filter(|name| name != "PATH"),
+        );
     }
     for path in [
         "crates/worker-core/src/database.rs",
@@ -544,6 +525,23 @@ fn reference_names_everything() {
         missing.is_empty(),
         "docs/reference/learning-worker.md does not name: {missing:?}"
     );
+}
+
+/// The all-capitals string literals of a source file (`"BACKUP_DIR"`), which are
+/// variable names, except a flag's placeholder (`value_name = "DIR"`).
+fn variables_in(text: &str) -> Vec<String> {
+    let placeholders = quoted_after(text, "value_name = \"");
+    quoted_after(text, "\"")
+        .into_iter()
+        .filter(|literal| {
+            !placeholders.contains(literal)
+                && literal.len() > 3
+                && literal.starts_with(|c: char| c.is_ascii_uppercase())
+                && literal
+                    .bytes()
+                    .all(|byte| byte.is_ascii_uppercase() || byte.is_ascii_digit() || byte == b'_')
+        })
+        .collect()
 }
 
 /// The text up to the next `"` after each occurrence of `opener`.

@@ -89,20 +89,11 @@ impl Drill {
 
     /// Writes `dir/drill.json` atomically (temporary file, fsync, rename).
     pub fn write_atomic(&self, dir: &std::path::Path) -> Result<(), crate::Error> {
-        let mut json = serde_json::to_vec_pretty(self).expect("a drill always serialises");
-        json.push(b'\n');
-        crate::write_file_atomic(&dir.join(DRILL_FILE), &json)
+        crate::write_record_atomic(&dir.join(DRILL_FILE), self)
     }
 
     /// Reads a `drill.json`.
     pub fn read(path: &std::path::Path) -> Result<Drill, crate::Error> {
-        let bytes = std::fs::read(path).map_err(|source| crate::Error::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        serde_json::from_slice(&bytes).map_err(|source| crate::Error::Parse {
-            path: path.to_owned(),
-            source,
-        })
+        crate::read_record(path)
     }
 }

@@ -142,19 +142,12 @@ impl Manifest {
 
     /// Writes `dir/manifest.json` atomically: temp file, fsync, rename, fsync dir.
     pub fn write_atomic(&self, dir: &Path) -> Result<(), Error> {
-        let mut json = serde_json::to_vec_pretty(self).expect("a manifest always serialises");
-        json.push(b'\n');
-        write_file_atomic(&dir.join(MANIFEST_FILE), &json)
+        write_record_atomic(&dir.join(MANIFEST_FILE), self)
     }
 
     /// Reads and parses `dir/manifest.json`.
     pub fn read(dir: &Path) -> Result<Manifest, Error> {
-        let path = dir.join(MANIFEST_FILE);
-        let bytes = std::fs::read(&path).map_err(|source| Error::Read {
-            path: path.clone(),
-            source,
-        })?;
-        serde_json::from_slice(&bytes).map_err(|source| Error::Parse { path, source })
+        read_record(&dir.join(MANIFEST_FILE))
     }
 
     /// Parses a manifest's bytes (one fetched from an object store, say), with the
@@ -162,6 +155,26 @@ impl Manifest {
     pub fn from_slice(bytes: &[u8]) -> Result<Manifest, serde_json::Error> {
         serde_json::from_slice(bytes)
     }
+}
+
+/// Writes a JSON record (the manifest, `drill.json`, `offsite.json`) pretty-printed
+/// with a final newline, atomically ([`write_file_atomic`]).
+pub(crate) fn write_record_atomic<T: Serialize>(target: &Path, record: &T) -> Result<(), Error> {
+    let mut json = serde_json::to_vec_pretty(record).expect("our records always serialise");
+    json.push(b'\n');
+    write_file_atomic(target, &json)
+}
+
+/// Reads and parses a JSON record, as strictly as its type says.
+pub(crate) fn read_record<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Error> {
+    let bytes = std::fs::read(path).map_err(|source| Error::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    serde_json::from_slice(&bytes).map_err(|source| Error::Parse {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Writes `target` atomically and privately (0600): `target.partial`, fsync,

@@ -133,21 +133,15 @@ impl Offsite {
 
     /// Writes `dir/offsite.json` atomically (temporary file, fsync, rename).
     pub fn write_atomic(&self, dir: &std::path::Path) -> Result<(), crate::Error> {
-        let mut json = serde_json::to_vec_pretty(self).expect("a record always serialises");
-        json.push(b'\n');
-        crate::write_file_atomic(&dir.join(OFFSITE_FILE), &json)
+        crate::write_record_atomic(&dir.join(OFFSITE_FILE), self)
     }
 
     /// Reads `dir/offsite.json`; `None` when there is none (never attempted).
     pub fn read(dir: &std::path::Path) -> Result<Option<Offsite>, crate::Error> {
         let path = dir.join(OFFSITE_FILE);
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(crate::Error::Read { path, source }),
-        };
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|source| crate::Error::Parse { path, source })
+        if !path.exists() {
+            return Ok(None);
+        }
+        crate::read_record(&path).map(Some)
     }
 }
