@@ -7,7 +7,7 @@ use std::path::Path;
 
 use xshell::{Shell, cmd};
 
-use super::{Psql, Sample, Settings, measure, print_table, stats};
+use super::{Psql, Sample, Settings, measure, print_table, run_dir, stats};
 use crate::project_root;
 
 /// Builds the `essays` dataset: sentences drawn from a bank of 3,000 (as essays
@@ -172,15 +172,6 @@ fn artifact_bytes(dir: &Path) -> anyhow::Result<u64> {
     manifest.artifacts[0]
         .bytes
         .ok_or_else(|| anyhow::anyhow!("no artifact size in {}", run.display()))
-}
-
-fn run_dir(dir: &Path) -> anyhow::Result<std::path::PathBuf> {
-    std::fs::read_dir(dir)?
-        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-        .find(|path| {
-            path.is_dir() && manifest::MANIFEST_FILE != path.file_name().unwrap_or_default()
-        })
-        .ok_or_else(|| anyhow::anyhow!("backup-cron wrote no run directory in {}", dir.display()))
 }
 
 /// The awscli release the upload case compares with.

@@ -363,10 +363,7 @@ fn restore_cases(
     runs: usize,
     backup_seconds: f64,
 ) -> anyhow::Result<Vec<String>> {
-    let run = std::fs::read_dir(backups)?
-        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-        .find(|path| path.is_dir())
-        .context("backup-cron wrote no run directory")?;
+    let run = run_dir(backups)?;
     let dump = run.join("supabase_db.sql.gz");
     let client = psql.cluster.bin_dir().join("psql");
     let target = format!("restore_{label}");
@@ -446,11 +443,20 @@ fn output_size(path: &Path) -> anyhow::Result<u64> {
     if path.is_file() {
         return Ok(std::fs::metadata(path)?.len());
     }
-    let run = std::fs::read_dir(path)?
+    Ok(std::fs::metadata(run_dir(path)?.join("supabase_db.sql.gz"))?.len())
+}
+
+/// The one run directory `backup-cron once` wrote into a fresh `BACKUP_DIR`.
+fn run_dir(backups: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::read_dir(backups)?
         .filter_map(|entry| entry.ok().map(|entry| entry.path()))
         .find(|path| path.is_dir())
-        .context("backup-cron wrote no run directory")?;
-    Ok(std::fs::metadata(run.join("supabase_db.sql.gz"))?.len())
+        .with_context(|| {
+            format!(
+                "backup-cron wrote no run directory in {}",
+                backups.display()
+            )
+        })
 }
 
 /// What bounds every commit rate: `pg_test_fsync`'s fdatasync of one 8 kB write,
