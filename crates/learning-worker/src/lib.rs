@@ -141,13 +141,13 @@ pub async fn run(command: Command, config: Config) -> Result<ExitCode, Error> {
     refuse_privileged_role(&role, &config)?;
     tracing::info!(source = config.variable, role = %role.name, "database configured");
 
-    let pipeline = Arc::new(Pipeline {
-        queue: worker_core::connection::queue(pool, config.lease),
+    let pipeline = Arc::new(Pipeline::new(
+        worker_core::connection::queue(pool, config.lease),
         vision,
         feedback,
-        max_retries: config.max_retries,
-        backoff: config.backoff,
-    });
+        config.max_retries,
+        config.backoff,
+    ));
     let settings = WorkerConfig {
         concurrency: config.concurrency,
         lease: config.lease,

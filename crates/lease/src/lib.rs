@@ -26,6 +26,12 @@
 //! the caller's SQL call, so the whole completion is one round trip and atomic.
 //! [`Queue::complete_many`] acks many jobs that have nothing else to write.
 //!
+//! **Batches.** On a durable database every commit waits for the disk, so a busy
+//! worker's writes are cheaper together: [`Queue::complete_many_with`] completes
+//! many jobs, each with its own values, and [`Queue::merge_payloads`] patches many
+//! payloads, each in one statement, one commit. Each job is still fenced by its own
+//! key: a lost lease drops out of the batch and the others go through.
+//!
 //! **Time** is the database's (`now()`), so worker clocks never matter; every
 //! time-dependent statement takes an optional `now` so tests move the clock instead
 //! of sleeping.
@@ -62,4 +68,4 @@ mod queue;
 
 pub use error::Error;
 pub use listener::{Listener, ListenerTls};
-pub use queue::{Fence, LeasedJob, Queue, QueueConfig};
+pub use queue::{Fence, JobKey, LeasedJob, Queue, QueueConfig};

@@ -88,6 +88,26 @@ pub struct LeasedJob {
     pub reference: Uuid,
 }
 
+impl LeasedJob {
+    /// What a fenced write needs of the job.
+    pub fn key(&self) -> JobKey {
+        JobKey {
+            id: self.id,
+            lease_key: self.lease_key,
+        }
+    }
+}
+
+/// A job's id with the lease key its writes must carry: what the batched writes
+/// ([`Queue::merge_payloads`], [`Queue::complete_many_with`]) take per job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct JobKey {
+    /// The job's id.
+    pub id: Uuid,
+    /// Its lease key.
+    pub lease_key: Uuid,
+}
+
 /// The queue: a pool and the statements for one table.
 #[derive(Clone)]
 pub struct Queue {
@@ -105,7 +125,10 @@ struct Statements {
     fail: String,
     release: String,
     merge_payload: String,
+    merge_payloads: String,
     complete_many: String,
+    /// Followed by the caller's call expression and `from done`.
+    complete_many_with: String,
     /// Followed by the caller's call expression and `from done`.
     complete_with: String,
 }
@@ -168,11 +191,24 @@ impl Statements {
             merge_payload: format!(
                 "update {table} set payload = payload || $3, updated_at = now() {fenced}"
             ),
+            merge_payloads: format!(
+                "update {table} j set payload = j.payload || batch.patch, updated_at = now() \
+                 from unnest($1::uuid[], $2::uuid[], $3::jsonb[]) as batch(id, lease_key, patch) \
+                 where j.id = batch.id and j.lease_key = batch.lease_key and j.status = 'leased' \
+                 returning j.id"
+            ),
             // Batched acks: one statement deletes every job whose key still matches.
             complete_many: format!(
                 "delete from {table} j using unnest($1::uuid[], $2::uuid[]) as done(id, lease_key) \
                  where j.id = done.id and j.lease_key = done.lease_key and j.status = 'leased' \
                  returning j.id"
+            ),
+            complete_many_with: format!(
+                "with done as (delete from {table} j \
+                   using unnest($1::uuid[], $2::uuid[]) with ordinality as batch(id, lease_key, n) \
+                   where j.id = batch.id and j.lease_key = batch.lease_key and j.status = 'leased' \
+                   returning j.id, j.{reference_column} as reference, batch.n) \
+                 select done.id, "
             ),
             complete_with: format!(
                 "with done as (delete from {table} {fenced} returning {reference_column} as reference) select "
@@ -325,6 +361,62 @@ impl Queue {
             .bounded(async |client| {
                 let statement = client.prepare_cached(&self.sql.complete_many).await?;
                 Ok(client.query(&statement, &[&ids, &keys]).await?)
+            })
+            .await?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
+    /// Merges each job's patch into its payload, all in one fenced statement (one
+    /// transaction, one commit); returns the ids whose lease was still held. A job
+    /// whose lease was lost is left alone and missing from the answer.
+    pub async fn merge_payloads(
+        &self,
+        patches: &[(JobKey, Value)],
+    ) -> Result<HashSet<Uuid>, Error> {
+        if patches.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let ids: Vec<Uuid> = patches.iter().map(|(job, _)| job.id).collect();
+        let keys: Vec<Uuid> = patches.iter().map(|(job, _)| job.lease_key).collect();
+        let values: Vec<&Value> = patches.iter().map(|(_, patch)| patch).collect();
+        let rows = self
+            .bounded(async |client| {
+                let statement = client.prepare_cached(&self.sql.merge_payloads).await?;
+                Ok(client.query(&statement, &[&ids, &keys, &values]).await?)
+            })
+            .await?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
+    /// [`complete_with`](Self::complete_with) for many jobs in one statement: one
+    /// transaction, one commit, however many jobs. `call` is evaluated once per
+    /// job whose lease is still held, over `done.reference` and `done.n`, the job's
+    /// 1-based position in `jobs`; each parameter in `columns` (`$3…`) is an array
+    /// with one element per job, so `call` picks its own with `($3::text[])[done.n]`.
+    /// Returns the ids completed; a job whose lease was lost is missing.
+    ///
+    /// If `call` raises for any job, the statement rolls back for all of them and
+    /// the error is returned: the caller retries those jobs one by one (with
+    /// [`complete_with`](Self::complete_with)) so that only the job that raised
+    /// keeps its error.
+    pub async fn complete_many_with(
+        &self,
+        jobs: &[JobKey],
+        call: &str,
+        columns: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<HashSet<Uuid>, Error> {
+        if jobs.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let sql = format!("{}{call} from done", self.sql.complete_many_with);
+        let ids: Vec<Uuid> = jobs.iter().map(|job| job.id).collect();
+        let keys: Vec<Uuid> = jobs.iter().map(|job| job.lease_key).collect();
+        let mut all: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&ids, &keys];
+        all.extend_from_slice(columns);
+        let rows = self
+            .bounded(async |client| {
+                let statement = client.prepare_cached(&sql).await?;
+                Ok(client.query(&statement, &all).await?)
             })
             .await?;
         Ok(rows.iter().map(|row| row.get(0)).collect())

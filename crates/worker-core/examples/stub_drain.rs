@@ -29,13 +29,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         failures: vec![],
         call_log: None,
     });
-    let pipeline = Arc::new(Pipeline {
-        queue: lease::Queue::new(pool, &worker_core::schema::queue_config()),
-        vision: stub.clone(),
-        feedback: stub,
-        max_retries: 3,
-        backoff: Duration::from_secs(10),
-    });
+    let queue = lease::Queue::new(pool, &worker_core::schema::queue_config());
+    let pipeline = Arc::new(Pipeline::new(
+        queue,
+        stub.clone(),
+        stub,
+        3,
+        Duration::from_secs(10),
+    ));
     let settings = WorkerConfig {
         concurrency: 4,
         lease: Duration::from_secs(45),

@@ -57,13 +57,8 @@
 //! use worker_core::{pipeline::Pipeline, stub::StubAdapter, worker};
 //!
 //! let stub = Arc::new(StubAdapter { delay: Duration::ZERO, failures: vec![], call_log: None });
-//! let pipeline = Arc::new(Pipeline {
-//!     queue: lease::Queue::new(pool, &worker_core::schema::queue_config()),
-//!     vision: stub.clone(),
-//!     feedback: stub,
-//!     max_retries: 3,
-//!     backoff: Duration::from_secs(10),
-//! });
+//! let queue = lease::Queue::new(pool, &worker_core::schema::queue_config());
+//! let pipeline = Arc::new(Pipeline::new(queue, stub.clone(), stub, 3, Duration::from_secs(10)));
 //! let settings = worker::WorkerConfig {
 //!     concurrency: 4,
 //!     lease: Duration::from_secs(45),
@@ -80,6 +75,7 @@
 //! ```
 
 pub mod adapter;
+mod batch;
 pub mod connection;
 pub mod database;
 mod error;

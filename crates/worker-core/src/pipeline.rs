@@ -28,10 +28,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lease::{LeasedJob, Queue};
+use lease::{JobKey, LeasedJob, Queue};
 use serde_json::{Value, json};
+use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 use tokio_util::sync::CancellationToken;
+
+use crate::batch::{Batched, Batcher, in_order};
 
 use crate::adapter::{
     AdapterError, ErrorClass, FeedbackAdapter, FeedbackInput, JobContext, VisionAdapter,
@@ -144,7 +147,39 @@ pub struct Pipeline {
     pub max_retries: i32,
     /// `WORKER_BACKOFF_SECONDS`.
     pub backoff: Duration,
+    /// The running jobs' submission reads, a transaction per batch.
+    reads: Batcher<SubmissionRead, Option<Row>>,
+    /// Their OCR cache writes, one statement per batch.
+    ocr_caches: Batcher<(JobKey, Value), bool>,
+    /// Their results, one statement per batch.
+    completions: Batcher<Completion, bool>,
 }
+
+/// A job's submission, read as its student.
+#[derive(Clone)]
+struct SubmissionRead {
+    reference: uuid::Uuid,
+    student_sub: String,
+}
+
+/// A job's result.
+struct Completion {
+    job: JobKey,
+    text_md: String,
+    feedback_md: String,
+    analysis: Value,
+}
+
+const ACT_AS: &str = "select set_config('app.current_sub', $1, true)";
+const READ_SUBMISSION: &str = "select s.kind, s.text_body, s.storage_key, s.mime_type, s.size_bytes, s.sha256, \
+            s.analysis_status, s.internal_metadata, t.instruction_md, t.criteria \
+     from learning_submissions s left join unit_tasks t on t.id = s.task_id \
+     where s.id = $1";
+/// The `SECURITY DEFINER` helper writes the result; the queue deletes the job in
+/// the same statement, fenced by its key.
+const COMPLETE_ONE: &str = "learning_worker_update_completed(done.reference, $3, $4, $5)";
+const COMPLETE_EACH: &str = "learning_worker_update_completed(done.reference, \
+     ($3::text[])[done.n], ($4::text[])[done.n], ($5::jsonb[])[done.n])";
 
 /// The submission and task as the worker reads them.
 struct Submission {
@@ -190,6 +225,27 @@ impl From<deadpool_postgres::PoolError> for Failure {
 }
 
 impl Pipeline {
+    /// A pipeline on `queue` with these adapters; `max_retries` transient failures
+    /// per job, retried after `backoff × 2^retries`.
+    pub fn new(
+        queue: Queue,
+        vision: Arc<dyn VisionAdapter>,
+        feedback: Arc<dyn FeedbackAdapter>,
+        max_retries: i32,
+        backoff: Duration,
+    ) -> Pipeline {
+        Pipeline {
+            queue,
+            vision,
+            feedback,
+            max_retries,
+            backoff,
+            reads: Batcher::default(),
+            ocr_caches: Batcher::default(),
+            completions: Batcher::default(),
+        }
+    }
+
     /// Processes one leased job to its end. Never panics on bad data and never
     /// returns an error: every failure becomes an [`Outcome`].
     pub async fn process(&self, job: &LeasedJob, control: &JobControl) -> Outcome {
@@ -287,7 +343,7 @@ impl Pipeline {
             .map_err(|error| Failure::Adapter(Phase::Vision, error))?;
             tracing::info!(job_id = %job.id, submission_id = %job.reference, phase = "vision", duration_ms = started.elapsed().as_millis() as u64, "vision done");
             let patch = json!({"cached_text_md": output.text_md, "cached_raw_metadata": output.raw_metadata});
-            if !self.queue.merge_payload(job, &patch).await? {
+            if !self.cache_ocr(job, patch).await? {
                 return Ok(Outcome::LeaseLost);
             }
             output.text_md
@@ -320,51 +376,42 @@ impl Pipeline {
         .await?
         .map_err(|error| Failure::Adapter(Phase::Feedback, error))?;
         tracing::info!(job_id = %job.id, submission_id = %job.reference, phase = "feedback", duration_ms = started.elapsed().as_millis() as u64, "feedback done");
-        self.complete(job, &text_md, &output.feedback_md, &output.analysis_json)
-            .await
+        let completion = Completion {
+            job: job.key(),
+            text_md,
+            feedback_md: output.feedback_md,
+            analysis: output.analysis_json,
+        };
+        self.complete(job, completion).await
     }
 
-    /// Reads the submission as its student (RLS), in one transaction whose four
-    /// statements are pipelined: one round trip.
+    /// Reads the submission as its student (RLS), batched with the other running
+    /// jobs' reads (see [`read_submissions`]).
     async fn read_submission(
         &self,
         job: &LeasedJob,
         student_sub: &str,
     ) -> Result<Option<Submission>, Failure> {
-        let row = self
-            .queue
-            .bounded(async |client| {
-            let act_as = client
-                .prepare_cached("select set_config('app.current_sub', $1, true)")
-                .await?;
-            let read = client
-                .prepare_cached(
-                    "select s.kind, s.text_body, s.storage_key, s.mime_type, s.size_bytes, s.sha256, \
-                            s.analysis_status, s.internal_metadata, t.instruction_md, t.criteria \
-                     from learning_submissions s left join unit_tasks t on t.id = s.task_id \
-                     where s.id = $1",
-                )
-                .await?;
-            // Requests go out in the order they are first polled; `biased` polls in
-            // the written order.
-            let (act_as_params, read_params): (
-                [&(dyn tokio_postgres::types::ToSql + Sync); 1],
-                [&(dyn tokio_postgres::types::ToSql + Sync); 1],
-            ) = ([&student_sub], [&job.reference]);
-            let (begun, acting, row, committed) = tokio::join!(
-                biased;
-                client.batch_execute("begin"),
-                client.execute(&act_as, &act_as_params),
-                client.query_opt(&read, &read_params),
-                client.batch_execute("commit"),
-            );
-            begun?;
-            acting?;
-            let row = row?;
-            committed?;
-                Ok(row)
+        let request = SubmissionRead {
+            reference: job.reference,
+            student_sub: student_sub.to_owned(),
+        };
+        let queue = self.queue.clone();
+        let batched = self
+            .reads
+            .submit(request, move |batch| {
+                Box::pin(read_submissions(queue.clone(), batch))
             })
-            .await?;
+            .await;
+        let row = match batched {
+            Batched::Done(row) => row,
+            Batched::Failed(error) => return Err(error.into()),
+            Batched::Alone(request) => read_submissions(self.queue.clone(), &[request])
+                .await?
+                .pop()
+                .flatten(),
+            Batched::Lost => return Err(Failure::Cancelled),
+        };
         let Some(row) = row else {
             return Ok(None);
         };
@@ -382,24 +429,62 @@ impl Pipeline {
         }))
     }
 
-    /// Writes the result and deletes the job in one fenced statement (see
-    /// [`Queue::complete_with`]): one round trip, atomic. If the submission was
-    /// completed meanwhile (the helper raises), the job is removed.
-    async fn complete(
-        &self,
-        job: &LeasedJob,
-        text: &str,
-        feedback_md: &str,
-        analysis: &Value,
-    ) -> Result<Outcome, Failure> {
-        let written = self
-            .queue
-            .complete_with(
-                job,
-                "learning_worker_update_completed(done.reference, $3, $4, $5)",
-                &[&text, &feedback_md, analysis],
-            )
+    /// Caches the OCR text in the job's payload, fenced, batched with the other
+    /// running jobs' cache writes; `false` if the lease is lost. Answers only
+    /// once the write is committed: the cache is durable before feedback starts.
+    async fn cache_ocr(&self, job: &LeasedJob, patch: Value) -> Result<bool, Failure> {
+        let queue = self.queue.clone();
+        let batched = self
+            .ocr_caches
+            .submit((job.key(), patch), move |batch| {
+                let queue = queue.clone();
+                Box::pin(async move {
+                    let held = queue.merge_payloads(batch).await?;
+                    Ok(batch
+                        .iter()
+                        .map(|(job, _)| held.contains(&job.id))
+                        .collect())
+                })
+            })
             .await;
+        match batched {
+            Batched::Done(held) => Ok(held),
+            Batched::Failed(error) => Err(error.into()),
+            Batched::Alone((_, patch)) => Ok(self.queue.merge_payload(job, &patch).await?),
+            Batched::Lost => Err(Failure::Cancelled),
+        }
+    }
+
+    /// Writes the result and deletes the job in one fenced statement (see
+    /// [`Queue::complete_many_with`]), batched with the other running jobs'
+    /// results: one round trip and one commit for the batch. If the submission was
+    /// completed meanwhile (the helper raises), the job is removed.
+    async fn complete(&self, job: &LeasedJob, completion: Completion) -> Result<Outcome, Failure> {
+        let queue = self.queue.clone();
+        let batched = self
+            .completions
+            .submit(completion, move |batch| {
+                Box::pin(complete_all(queue.clone(), batch))
+            })
+            .await;
+        let written = match batched {
+            Batched::Done(held) => Ok(held),
+            Batched::Failed(error) => Err(error),
+            Batched::Alone(completion) => {
+                self.queue
+                    .complete_with(
+                        job,
+                        COMPLETE_ONE,
+                        &[
+                            &completion.text_md,
+                            &completion.feedback_md,
+                            &completion.analysis,
+                        ],
+                    )
+                    .await
+            }
+            Batched::Lost => return Err(Failure::Cancelled),
+        };
         match written {
             Ok(true) => Ok(Outcome::Completed),
             Ok(false) => Ok(Outcome::LeaseLost),
@@ -499,6 +584,77 @@ impl Pipeline {
         }
         Outcome::Released
     }
+}
+
+/// Reads many submissions, each as its own student (RLS: `app.current_sub`), in
+/// one read-only transaction whose statements are pipelined: `begin`, then per
+/// submission `set_config` and the read, then `commit`, all in one round trip.
+/// `set_config(…, true)` holds until the next one or the transaction's end, so
+/// each read sees exactly its own student's rows.
+async fn read_submissions(
+    queue: Queue,
+    batch: &[SubmissionRead],
+) -> Result<Vec<Option<Row>>, lease::Error> {
+    type Step<'a> = std::pin::Pin<
+        Box<dyn Future<Output = Result<Option<Row>, tokio_postgres::Error>> + Send + 'a>,
+    >;
+    queue
+        .bounded(async |client| {
+            let act_as = client.prepare_cached(ACT_AS).await?;
+            let read = client.prepare_cached(READ_SUBMISSION).await?;
+            let client: &tokio_postgres::Client = client;
+            let mut steps: Vec<Step<'_>> = Vec::with_capacity(2 * batch.len() + 2);
+            steps.push(Box::pin(async {
+                client.batch_execute("begin").await.map(|()| None)
+            }));
+            for request in batch {
+                let (act_as, read) = (&act_as, &read);
+                steps.push(Box::pin(async move {
+                    client
+                        .execute(act_as, &[&request.student_sub])
+                        .await
+                        .map(|_| None)
+                }));
+                steps.push(Box::pin(async move {
+                    client.query_opt(read, &[&request.reference]).await
+                }));
+            }
+            steps.push(Box::pin(async {
+                client.batch_execute("commit").await.map(|()| None)
+            }));
+            let mut rows = Vec::with_capacity(batch.len());
+            // Steps 2, 4, … are the reads.
+            for (step, output) in in_order(steps).await.into_iter().enumerate() {
+                let row = output?;
+                if step % 2 == 0 && step > 0 && step <= 2 * batch.len() {
+                    rows.push(row);
+                }
+            }
+            Ok(rows)
+        })
+        .await
+}
+
+/// Completes a batch of jobs with their results in one statement (see
+/// [`COMPLETE_EACH`]); says for each whether its lease was still held.
+async fn complete_all(queue: Queue, batch: &[Completion]) -> Result<Vec<bool>, lease::Error> {
+    let keys: Vec<JobKey> = batch.iter().map(|completion| completion.job).collect();
+    let texts: Vec<&str> = batch
+        .iter()
+        .map(|completion| completion.text_md.as_str())
+        .collect();
+    let feedback: Vec<&str> = batch
+        .iter()
+        .map(|completion| completion.feedback_md.as_str())
+        .collect();
+    let analyses: Vec<&Value> = batch
+        .iter()
+        .map(|completion| &completion.analysis)
+        .collect();
+    let completed = queue
+        .complete_many_with(&keys, COMPLETE_EACH, &[&texts, &feedback, &analyses])
+        .await?;
+    Ok(keys.iter().map(|key| completed.contains(&key.id)).collect())
 }
 
 /// Starts an adapter call unless the job is already cancelled (its lease may be

@@ -190,7 +190,14 @@ pub async fn run(
         let has_free_slot = tasks.len() < config.concurrency;
         tokio::select! {
             () = shutdown.cancelled() => break,
-            Some(joined) = tasks.join_next(), if !tasks.is_empty() => record(joined, &inflight, &metrics, &mut breaker),
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                record(joined, &inflight, &metrics, &mut breaker);
+                // Jobs end together when their batch commits (see `batch`): one
+                // lease statement for all the slots they free.
+                while let Some(joined) = tasks.try_join_next() {
+                    record(joined, &inflight, &metrics, &mut breaker);
+                }
+            }
             _ = listener.wait(config.poll_interval), if has_free_slot && (mode == Mode::Run || leased_none) => {}
         }
     }

@@ -372,6 +372,136 @@ async fn complete_with_calls_once_and_only_while_the_lease_is_held() {
     );
 }
 
+#[tokio::test]
+async fn complete_many_with_calls_each_held_job_with_its_own_values() {
+    let db = TestDb::new().await.unwrap();
+    let client = db.connect().await.unwrap();
+    fixtures::job().insert_many(&client, 3).await.unwrap();
+    client
+        .batch_execute(
+            "create table completions (submission_id uuid, note text);
+             create function record_completion(p_submission uuid, p_note text) returns void
+               language plpgsql as $$ begin
+                 if p_note = 'refuse' then
+                   raise exception 'already handled' using errcode = '55000';
+                 end if;
+                 insert into completions values (p_submission, p_note);
+               end $$;",
+        )
+        .await
+        .unwrap();
+    let queue = queue(&db, 2);
+    let (jobs, taken) = three_leased_one_taken_over(&queue).await;
+    let batch: Vec<lease::JobKey> = jobs.iter().map(lease::LeasedJob::key).collect();
+    let call = "record_completion(done.reference, ($3::text[])[done.n])";
+
+    let refused = queue
+        .complete_many_with(&batch, call, &[&vec!["first", "refuse", "stale"]])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.sql_state(),
+        Some(&tokio_postgres::error::SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE)
+    );
+    assert_eq!(
+        job_ids_left(&client).await.len(),
+        3,
+        "a raising call rolls the whole batch back"
+    );
+
+    let completed = queue
+        .complete_many_with(&batch, call, &[&vec!["first", "second", "stale"]])
+        .await
+        .unwrap();
+    let again = queue
+        .complete_many_with(&batch, call, &[&vec!["again", "again", "again"]])
+        .await
+        .unwrap();
+
+    assert_eq!(
+        completed,
+        HashSet::from([jobs[0].id, jobs[1].id]),
+        "the held jobs, not the taken one"
+    );
+    assert!(
+        again.is_empty(),
+        "a completed job cannot be completed again"
+    );
+    let mut notes: Vec<(uuid::Uuid, String)> = client
+        .query("select submission_id, note from completions", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    notes.sort();
+    let mut expected = vec![
+        (jobs[0].reference, "first".to_owned()),
+        (jobs[1].reference, "second".to_owned()),
+    ];
+    expected.sort();
+    assert_eq!(
+        notes, expected,
+        "one call per held job, each with its own value"
+    );
+    assert_eq!(job_ids_left(&client).await, [taken.id]);
+    assert!(
+        queue
+            .complete_many_with(&[], call, &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn merge_payloads_patches_held_jobs_only() {
+    let db = TestDb::new().await.unwrap();
+    let client = db.connect().await.unwrap();
+    fixtures::job().insert_many(&client, 3).await.unwrap();
+    let queue = queue(&db, 2);
+    let (jobs, taken) = three_leased_one_taken_over(&queue).await;
+    let patches: Vec<(lease::JobKey, serde_json::Value)> = jobs
+        .iter()
+        .enumerate()
+        .map(|(n, job)| {
+            (
+                job.key(),
+                serde_json::json!({"cached_text_md": format!("page {n}")}),
+            )
+        })
+        .collect();
+
+    let merged = queue.merge_payloads(&patches).await.unwrap();
+
+    assert_eq!(merged, HashSet::from([jobs[0].id, jobs[1].id]));
+    for (n, job) in jobs.iter().enumerate() {
+        let payload: serde_json::Value = client
+            .query_one(
+                "select payload from learning_submission_jobs where id = $1",
+                &[&job.id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let cached = payload
+            .get("cached_text_md")
+            .and_then(serde_json::Value::as_str);
+        if job.id == taken.id {
+            assert_eq!(cached, None, "the taken job's payload is untouched");
+        } else {
+            assert_eq!(cached, Some(format!("page {n}").as_str()));
+            assert!(job.payload.get("student_sub").is_some());
+            assert_eq!(
+                payload.get("student_sub"),
+                job.payload.get("student_sub"),
+                "merged, not replaced"
+            );
+        }
+    }
+    assert!(queue.merge_payloads(&[]).await.unwrap().is_empty());
+}
+
 /// Leases three jobs, then lets another holder take the last of them over after
 /// its lease ran out. Returns the three as first leased (the taken one last,
 /// with its now stale key) and the taker's lease.

@@ -68,13 +68,13 @@ impl Setup {
         worker_core::connection::harden(&mut database, self.lease);
         let pool = worker_core::connection::pool(database, NoTls, 4, self.lease).unwrap();
         let stub = Arc::new(self.stub.clone());
-        Arc::new(Pipeline {
-            queue: worker_core::connection::queue(pool, self.lease),
-            vision: self.vision.clone().unwrap_or_else(|| stub.clone()),
-            feedback: self.feedback.clone().unwrap_or(stub),
-            max_retries: self.max_retries,
-            backoff: self.backoff,
-        })
+        Arc::new(Pipeline::new(
+            worker_core::connection::queue(pool, self.lease),
+            self.vision.clone().unwrap_or_else(|| stub.clone()),
+            self.feedback.clone().unwrap_or(stub),
+            self.max_retries,
+            self.backoff,
+        ))
     }
 
     pub(crate) fn worker_config(&self) -> WorkerConfig {
