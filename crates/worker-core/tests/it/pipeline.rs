@@ -354,3 +354,83 @@ async fn a_submission_completed_meanwhile_keeps_the_other_result_and_loses_its_j
     assert_eq!(row.get::<_, String>(0), "written by someone else");
     assert_eq!(row.get::<_, i64>(1), 0, "the job is removed");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_raising_helper_in_a_batch_fails_only_its_own_job() {
+    let db = TestDb::new().await.unwrap();
+    let client = db.connect().await.unwrap();
+    let mut jobs = Vec::new();
+    for _ in 0..4 {
+        jobs.push(fixtures::job().insert(&client).await.unwrap());
+    }
+    let victim = jobs[2].submission.id;
+    let mut setup = Setup::new();
+    setup.concurrency = jobs.len();
+    // All four answer at once, so their results are written as one batch.
+    setup.feedback = Some(std::sync::Arc::new(TogetherOneCompletedMeanwhile {
+        admin: db.connect().await.unwrap(),
+        victim,
+        together: tokio::sync::Barrier::new(jobs.len()),
+    }));
+
+    let metrics = setup.drain(&db).await;
+
+    assert_eq!(metrics.processed_count(Processed::Completed), 3);
+    assert_eq!(metrics.processed_count(Processed::Skipped), 1);
+    for job in &jobs {
+        let feedback: String = client
+            .query_one(
+                "select feedback_md from learning_submissions where id = $1",
+                &[&job.submission.id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let expected = if job.submission.id == victim {
+            "written by someone else"
+        } else {
+            "ours"
+        };
+        assert_eq!(feedback, expected);
+    }
+    let left: i64 = client
+        .query_one("select count(*) from learning_submission_jobs", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "every job is removed");
+}
+
+/// Feedback that answers for all jobs at once, after someone else completed the
+/// victim's submission.
+struct TogetherOneCompletedMeanwhile {
+    admin: tokio_postgres::Client,
+    victim: uuid::Uuid,
+    together: tokio::sync::Barrier,
+}
+
+impl worker_core::adapter::FeedbackAdapter for TogetherOneCompletedMeanwhile {
+    fn feedback<'a>(
+        &'a self,
+        input: &'a worker_core::adapter::FeedbackInput,
+        _: &'a tokio_util::sync::CancellationToken,
+    ) -> worker_core::adapter::AdapterFuture<'a, worker_core::adapter::FeedbackOutput> {
+        Box::pin(async move {
+            if input.job.submission_id == self.victim {
+                self.admin
+                    .execute(
+                        "update learning_submissions set analysis_status = 'completed', \
+                                feedback_md = 'written by someone else' where id = $1",
+                        &[&self.victim],
+                    )
+                    .await
+                    .unwrap();
+            }
+            self.together.wait().await;
+            Ok(worker_core::adapter::FeedbackOutput {
+                feedback_md: "ours".to_owned(),
+                analysis_json: serde_json::json!({"schema": "criteria.v2"}),
+            })
+        })
+    }
+}
