@@ -3,7 +3,8 @@
 //!
 //! Usage: `noop_drain <slots>` with the DSN in `BENCH_DATABASE_URL` (key=value form).
 //! The loop is the worker's, batched: lease as many jobs as there are free slots in
-//! one statement, ack them all in one statement (`Queue::complete_many`).
+//! one statement, ack them all in one statement (`Queue::complete_many`) while the
+//! next batch is leased, on a second connection.
 #![expect(
     clippy::print_stdout,
     reason = "the helper reports its measurement on stdout"
@@ -35,22 +36,29 @@ async fn main() {
     let mut done = 0u64;
     let started = Instant::now();
     // The worker's loop with no-op jobs: lease every free slot in one statement,
-    // then ack the whole batch in one statement.
+    // and ack the whole batch in one statement while the next batch is leased.
+    let mut acking: Option<tokio::task::JoinHandle<usize>> = None;
     loop {
         let jobs = queue
             .lease(slots, Duration::from_secs(60), None)
             .await
             .expect("lease");
+        if let Some(acked) = acking.take() {
+            done += acked.await.expect("ack task") as u64;
+        }
         if jobs.is_empty() {
             break;
         }
-        let completed = queue.complete_many(&jobs).await.expect("complete");
-        assert_eq!(
-            completed.len(),
-            jobs.len(),
-            "no lease is lost in this benchmark"
-        );
-        done += completed.len() as u64;
+        let queue = queue.clone();
+        acking = Some(tokio::spawn(async move {
+            let completed = queue.complete_many(&jobs).await.expect("complete");
+            assert_eq!(
+                completed.len(),
+                jobs.len(),
+                "no lease is lost in this benchmark"
+            );
+            completed.len()
+        }));
     }
     let seconds = started.elapsed().as_secs_f64();
     let jobs = done;

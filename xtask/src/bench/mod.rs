@@ -556,7 +556,12 @@ fn worker_cases(
         .map(drop)
     };
     let noop = project_root().join("target/release/examples/noop_drain");
-    for (slots, index) in [("4", "ours"), ("16", "ours"), ("16", "contract only")] {
+    for (slots, index) in [
+        ("4", "ours"),
+        ("16", "ours"),
+        ("64", "ours"),
+        ("16", "contract only"),
+    ] {
         let db = fresh_db("bench_queue")?;
         if index == "contract only" {
             contract_index_only(&db)?;
@@ -578,8 +583,10 @@ fn worker_cases(
     for (concurrency, image_every, mix, index) in [
         ("4", 0, "text", "ours"),
         ("16", 0, "text", "ours"),
+        ("64", 0, "text", "ours"),
         ("16", 0, "text", "contract only"),
         ("16", 2, "half images", "ours"),
+        ("64", 2, "half images", "ours"),
     ] {
         let db = fresh_db("bench_worker")?;
         if index == "contract only" {
@@ -592,7 +599,7 @@ fn worker_cases(
         cmd!(sh, "{worker} drain")
             .env("LEARNING_DATABASE_URL", &dsn)
             .env("WORKER_CONCURRENCY", concurrency)
-            .env("WORKER_CONCURRENCY_CAP", "16")
+            .env("WORKER_CONCURRENCY_CAP", "64")
             .env("RUST_LOG", "warn")
             .run()?;
         let seconds = started.elapsed().as_secs_f64();
