@@ -555,6 +555,46 @@ fn worker_cases(
         )
         .map(drop)
     };
+    // The peer queue first, on the same cluster, so every row below has its
+    // figure from the same minute beside it.
+    let peer_python = pgqueuer_python(sh)?;
+    let peer_script = project_root().join("xtask/src/bench/pgqueuer_drain.py");
+    let mut peer_rates = Vec::new();
+    for batch in ["4", "16", "64"] {
+        let db = fresh_db("bench_peer")?;
+        let libpq = [
+            ("PGHOST", cluster.socket_dir().display().to_string()),
+            ("PGPORT", cluster.port().to_string()),
+            ("PGUSER", "postgres".to_owned()),
+            ("PGDATABASE", db.clone()),
+        ];
+        cmd!(sh, "{peer_python} -m pgqueuer install")
+            .envs(libpq.clone())
+            .quiet()
+            .ignore_stdout()
+            .run()?;
+        let jobs = settings.jobs.to_string();
+        let before = commit_counters(&psql, &db)?;
+        let line = cmd!(sh, "{peer_python} {peer_script} {jobs} {batch}")
+            .envs(libpq)
+            .read()?;
+        let (commits, flushes) = per_job(before, commit_counters(&psql, &db)?, settings.jobs);
+        let (jobs, seconds) = line.split_once(' ').context("jobs and seconds")?;
+        let rate = jobs.parse::<f64>()? / seconds.parse::<f64>()?;
+        peer_rates.push((batch, rate));
+        rows.push(format!("| peer: pgqueuer {PGQUEUER_VERSION} drain, no-op jobs (enqueue not timed; from the first dequeue) | batch {batch} | {rate:.0} jobs/s | {jobs} jobs in {seconds} s; {commits:.2} commits and {flushes:.2} WAL flushes per job |"));
+        json.push(format!(
+            "{{\"case\":\"peer_pgqueuer\",\"batch\":{batch},\"jobs_per_s\":{rate:.1},\"commits_per_job\":{commits:.3},\"wal_flushes_per_job\":{flushes:.3}}}"
+        ));
+    }
+    let versus_peer = |slots: &str, rate: f64| {
+        peer_rates
+            .iter()
+            .find(|(batch, _)| *batch == slots)
+            .map_or_else(String::new, |(_, peer)| {
+                format!(" = {:.2}× pgqueuer", rate / peer)
+            })
+    };
     let noop = project_root().join("target/release/examples/noop_drain");
     for (slots, index) in [
         ("4", "ours"),
@@ -574,7 +614,8 @@ fn worker_cases(
         let (commits, flushes) = per_job(before, commit_counters(&psql, &db)?, settings.jobs);
         let (jobs, seconds) = line.split_once(' ').context("jobs and seconds")?;
         let rate = jobs.parse::<f64>()? / seconds.parse::<f64>()?;
-        rows.push(format!("| lease alone, no-op jobs, index: {index} | {slots} slots | {rate:.0} jobs/s | {jobs} jobs in {seconds} s; {commits:.2} commits and {flushes:.2} WAL flushes per job |"));
+        let peer = versus_peer(slots, rate);
+        rows.push(format!("| lease alone, no-op jobs, index: {index} | {slots} slots | {rate:.0} jobs/s{peer} | {jobs} jobs in {seconds} s; {commits:.2} commits and {flushes:.2} WAL flushes per job |"));
         json.push(format!(
             "{{\"case\":\"lease_noop\",\"index\":\"{index}\",\"slots\":{slots},\"jobs_per_s\":{rate:.1},\"commits_per_job\":{commits:.3},\"wal_flushes_per_job\":{flushes:.3}}}"
         ));
@@ -605,7 +646,8 @@ fn worker_cases(
         let seconds = started.elapsed().as_secs_f64();
         let (commits, flushes) = per_job(before, commit_counters(&psql, &db)?, settings.jobs);
         let rate = f64::from(settings.jobs) / seconds;
-        rows.push(format!("| learning-worker drain, stub, {mix}, index: {index} | concurrency {concurrency} | {rate:.0} jobs/s | {} jobs in {seconds:.2} s (process start included); {commits:.2} commits and {flushes:.2} WAL flushes per job |", settings.jobs));
+        let peer = versus_peer(concurrency, rate);
+        rows.push(format!("| learning-worker drain, stub, {mix}, index: {index} | concurrency {concurrency} | {rate:.0} jobs/s{peer} | {} jobs in {seconds:.2} s (process start included); {commits:.2} commits and {flushes:.2} WAL flushes per job |", settings.jobs));
         json.push(format!("{{\"case\":\"worker_pipeline\",\"index\":\"{index}\",\"submissions\":\"{mix}\",\"concurrency\":{concurrency},\"jobs_per_s\":{rate:.1},\"commits_per_job\":{commits:.3},\"wal_flushes_per_job\":{flushes:.3}}}"));
     }
     let (latency_row, latency_json) =
@@ -622,6 +664,30 @@ fn worker_cases(
         &rows,
     );
     Ok(format!("[{}]\n", json.join(",\n")))
+}
+
+/// The peer queue's version, pinned so that runs compare.
+const PGQUEUER_VERSION: &str = "1.6.0";
+
+/// A Python with pgqueuer, from a virtualenv in `target/bench` created (from PyPI)
+/// on first use.
+fn pgqueuer_python(sh: &Shell) -> anyhow::Result<PathBuf> {
+    let venv = project_root().join("target/bench/venv-pgqueuer");
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        eprintln!(
+            "xtask bench: installing pgqueuer {PGQUEUER_VERSION} into {}",
+            venv.display()
+        );
+        cmd!(sh, "python3 -m venv {venv}").run()?;
+        let pip = venv.join("bin/pip");
+        cmd!(
+            sh,
+            "{pip} install --quiet pgqueuer=={PGQUEUER_VERSION} asyncpg==0.32.0"
+        )
+        .run()?;
+    }
+    Ok(python)
 }
 
 /// An idle worker, jobs inserted one at a time: insert → lease, by the database's
