@@ -13,7 +13,7 @@ use crate::project_root;
 /// Builds the `essays` dataset: sentences drawn from a bank of 3,000 (as essays
 /// on one task repeat each other's phrases), each essay 10 to 21 of them with a
 /// number each; about 4.7:1 with gzip -6.
-fn essays_sql(rows: u32) -> String {
+pub(super) fn essays_sql(rows: u32) -> String {
     format!(
         "select setseed(0.42); \
          create temp table words as select array['the','light','plant','water','energy','sugar','leaf','cell','green','sun',\
@@ -139,7 +139,7 @@ pub(super) fn format_cases(
     Ok(format!("[{}]\n", json.join(",\n")))
 }
 
-fn measure_case(
+pub(super) fn measure_case(
     sh: &Shell,
     script: &str,
     env: &[(&'static str, String)],

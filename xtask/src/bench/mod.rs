@@ -17,6 +17,7 @@ use crate::db::Db;
 use crate::project_root;
 
 mod formats;
+mod platform;
 
 struct Settings {
     runs: usize,
@@ -84,6 +85,10 @@ pub(crate) fn run(sh: &Shell, quick: bool, only: Option<&str>) -> anyhow::Result
     if wanted("formats") {
         let formats = formats::format_cases(sh, &cluster, scratch.path(), &settings)?;
         std::fs::write(out_dir.join("formats.json"), &formats)?;
+    }
+    if wanted("platform") {
+        let platform = platform::platform_cases(sh, &cluster, scratch.path(), &settings)?;
+        std::fs::write(out_dir.join("platform.json"), &platform)?;
     }
     if wanted("worker") {
         let worker = worker_cases(sh, &cluster, &settings, fsync)?;
