@@ -323,20 +323,26 @@ fn collect_all_files(dir: &Path, files: &mut Vec<PathBuf>) {
 #[test]
 fn docs_link_only_inside_the_repository() {
     let root = project_root();
-    let mut files = vec![root.join("README.md"), root.join("BENCHMARKS.md")];
+    let mut files = ["README.md", "BENCHMARKS.md", "compose.yaml", "Cargo.toml"]
+        .map(|file| root.join(file))
+        .to_vec();
     collect_all_files(&root.join("docs"), &mut files);
     for dir in ["crates", "fixtures", "tests", "xtask"] {
         collect_all_files(&root.join(dir), &mut files);
     }
+    collect_all_files(&root.join("deploy"), &mut files);
     let outside = ["../", "shared/"].concat();
+    let team_spec = ["shared", "/spec"].concat();
     let mut offenders = Vec::new();
     for path in files.iter().filter(|path| {
-        path.extension()
-            .is_some_and(|extension| extension == "md" || extension == "rs")
+        path.extension().is_some_and(|extension| {
+            ["md", "rs", "sql", "yaml", "toml", "sh", "py"]
+                .contains(&extension.to_str().unwrap_or(""))
+        })
     }) {
         let text = fs::read_to_string(path).unwrap();
         let base = path.parent().unwrap();
-        if text.contains(&format!("{outside}spec")) || text.contains(&format!("../{outside}")) {
+        if text.contains(&team_spec) || text.contains(&format!("../{outside}")) {
             offenders.push(format!("{}: points at the team folder", path.display()));
         }
         if path.extension().is_some_and(|extension| extension == "md") {
@@ -513,6 +519,59 @@ fn reference_names_everything() {
 
 /// The scan found each of `expected` (so it still sees what it should), and the
 /// reference names every name it found.
+/// The schema reference names every table, column, index, function and role that
+/// `schema.sql` creates, so the page cannot fall behind the SQL.
+#[test]
+fn schema_reference_names_every_object() {
+    let root = project_root();
+    let reference = fs::read_to_string(root.join("docs/reference/schema.md")).unwrap();
+    let sql = fs::read_to_string(root.join("crates/worker-core/src/schema.sql")).unwrap();
+    let mut names = Vec::new();
+    let mut in_table = false;
+    for line in sql.lines() {
+        if let Some(rest) = line.strip_prefix("create table if not exists public.") {
+            names.extend(rest.split_whitespace().next().map(str::to_owned));
+            in_table = true;
+        } else if line.starts_with(");") {
+            in_table = false;
+        } else if in_table && let Some(column) = line.strip_prefix("    ") {
+            // A column line; its continuation lines are indented further.
+            if let Some(name) = column.split_whitespace().next()
+                && !column.starts_with(' ')
+            {
+                names.push(name.to_owned());
+            }
+        }
+        for prefix in [
+            "create or replace function public.",
+            "create index if not exists ",
+            "create trigger ",
+            "create role ",
+        ] {
+            if let Some(rest) = line.trim_start().strip_prefix(prefix) {
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                    .unwrap_or(rest.len());
+                names.push(rest[..end].to_owned());
+            }
+        }
+    }
+    assert_reference_names(
+        &reference,
+        "docs/reference/schema.md",
+        &names,
+        &[
+            "learning_submission_jobs",
+            "lease_key",
+            "vision_last_attempt_at",
+            "learning_worker_mark_retry",
+            "learning_submission_jobs_lease_idx",
+            "learning_submission_jobs_notify",
+            "gustav_worker",
+        ],
+    );
+}
+
 fn assert_reference_names(reference: &str, file: &str, names: &[String], expected: &[&str]) {
     for expected in expected {
         assert!(

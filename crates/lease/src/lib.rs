@@ -32,9 +32,12 @@
 //! payloads, each in one statement, one commit. Each job is still fenced by its own
 //! key: a lost lease drops out of the batch and the others go through.
 //!
-//! **Time** is the database's (`now()`), so worker clocks never matter; every
-//! time-dependent statement takes an optional `now` so tests move the clock instead
-//! of sleeping.
+//! **Time** in the table is the database's (`now()`): who holds a lease, and until
+//! when, never depends on a worker's clock being right. A worker may still keep its
+//! own *conservative* deadline (`worker-core` does: the moment it sent the lease
+//! statement plus the lease, less a margin), which only ever gives a job up early.
+//! Every time-dependent statement takes an optional `now` so tests move the clock
+//! instead of sleeping.
 //!
 //! **Wake-ups.** [`Listener`] LISTENs on a dedicated connection and reconnects by
 //! itself; the worker polls as a fallback.

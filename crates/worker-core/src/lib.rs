@@ -6,7 +6,8 @@
 //! - [`adapter`]: the vision (OCR) and feedback steps as traits with
 //!   transient/permanent errors; [`stub`] is the deterministic backend and
 //!   [`ollama`] the real one (`AI_BACKEND=local`).
-//! - [`pipeline`]: one job's life, step by step, every write fenced by its lease.
+//! - [`pipeline`]: one job's life, step by step, every write fenced by its lease,
+//!   its database steps batched with the other running jobs'.
 //! - [`worker`]: the loop — concurrency, heartbeats, wake-ups, shutdown, drain.
 //! - [`readiness`]: the circuit breaker that keeps an outage of the model backend
 //!   from failing students' work, and the database's state; [`database`]: database
@@ -22,8 +23,9 @@
 //!    leases. A key missing from the answer means the lease was lost: the job's task
 //!    is cancelled and writes nothing.
 //! 3. Every write carries the key. The final write — result plus job deletion — is one
-//!    transaction that first locks the job row *by id and key*; if the key no longer
-//!    matches, nothing is written.
+//!    statement that deletes the job row *by id and key* and, only if that found it,
+//!    calls the helper that writes the result; if the key no longer matches, nothing
+//!    is written.
 //! 4. A crashed worker stops heartbeating; after `leased_until` another worker may
 //!    lease the job with a new key, and the old key can no longer write.
 //!
@@ -35,12 +37,24 @@
 //! So a slow model never holds row locks or pool connections, and a pool of a few
 //! connections serves many concurrent jobs.
 //!
+//! Those short transactions are *group-committed* across jobs (the private `batch`
+//! module): the reads, OCR cache writes and results of all running jobs that arrive
+//! while the previous batch is in the database go together, in one round trip and
+//! one commit. No job waits for a timer, so one job alone is written at once; each
+//! job keeps its own fence inside the batch; and a batch that fails is rerun job by
+//! job, so one job's error is never another's. On a durable database, where every
+//! commit waits for the disk, this is what lets `WORKER_CONCURRENCY` buy throughput.
+//!
 //! # OCR reuse
 //!
 //! Vision is the expensive step, so its result is cached in the job's own payload
 //! (`cached_text_md`, `cached_raw_metadata`) the moment it exists (a fenced update).
 //! If feedback then fails transiently, or the worker crashes, the next attempt finds
-//! the cache and goes straight to feedback: a retry never pays for OCR twice. Text
+//! the cache and goes straight to feedback: once the cache is written, no retry pays
+//! for OCR again. The one window left is between the vision reply and the commit of
+//! its cache write: a crash or a lost lease there repeats OCR on the next attempt
+//! (never a wrong result, only the cost). The cache write's answer comes after its
+//! commit, so feedback never starts on an OCR text that is not yet durable. Text
 //! submissions skip vision entirely; the student's own text is used verbatim.
 //!
 //! ```text

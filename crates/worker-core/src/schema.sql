@@ -1,4 +1,4 @@
--- Database objects the learning worker relies on (shared/spec/schema.md).
+-- Database objects the learning worker relies on (docs/reference/schema.md).
 --
 -- The platform owns this schema; the worker ships it so that tests, `cargo xtask e2e`
 -- and a fresh deployment can create it. Every statement is idempotent: running the

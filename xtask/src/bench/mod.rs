@@ -78,6 +78,12 @@ pub(crate) fn run(sh: &Shell, quick: bool, only: Option<&str>) -> anyhow::Result
     let cluster = fixtures::TestCluster::start_durable().context("cannot start PostgreSQL")?;
     let scratch = tempfile::Builder::new().prefix("bench-").tempdir()?;
     let fsync = fdatasync_rate(sh, &cluster)?;
+    // The worker first, on a quiet cluster: the backup sections write gigabytes,
+    // and the checkpoints and autovacuum that follow would slow every commit.
+    if wanted("worker") {
+        let worker = worker_cases(sh, &cluster, &settings, fsync)?;
+        std::fs::write(out_dir.join("worker.json"), &worker)?;
+    }
     if wanted("backup") {
         let backup = backup_cases(sh, &cluster, scratch.path(), &settings)?;
         std::fs::write(out_dir.join("backup.json"), &backup)?;
@@ -89,10 +95,6 @@ pub(crate) fn run(sh: &Shell, quick: bool, only: Option<&str>) -> anyhow::Result
     if wanted("platform") {
         let platform = platform::platform_cases(sh, &cluster, scratch.path(), &settings)?;
         std::fs::write(out_dir.join("platform.json"), &platform)?;
-    }
-    if wanted("worker") {
-        let worker = worker_cases(sh, &cluster, &settings, fsync)?;
-        std::fs::write(out_dir.join("worker.json"), &worker)?;
     }
     eprintln!("xtask bench: raw numbers in {}", out_dir.display());
     Ok(())
