@@ -179,18 +179,8 @@ const AWSCLI_VERSION: &str = "1.46.3";
 
 /// `aws` from a virtualenv in `target/bench`, created (from PyPI) on first use.
 fn aws_cli(sh: &Shell) -> anyhow::Result<std::path::PathBuf> {
-    let venv = project_root().join("target/bench/venv-awscli");
-    let aws = venv.join("bin/aws");
-    if !aws.exists() {
-        eprintln!(
-            "xtask bench: installing awscli {AWSCLI_VERSION} into {}",
-            venv.display()
-        );
-        cmd!(sh, "python3 -m venv {venv}").run()?;
-        let pip = venv.join("bin/pip");
-        cmd!(sh, "{pip} install --quiet awscli=={AWSCLI_VERSION}").run()?;
-    }
-    Ok(aws)
+    let venv = super::python_venv(sh, "awscli", &[&format!("awscli=={AWSCLI_VERSION}")])?;
+    Ok(venv.join("bin/aws"))
 }
 
 /// The public key of a key pair made by `age-keygen`.

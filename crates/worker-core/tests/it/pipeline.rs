@@ -300,10 +300,13 @@ async fn handled_invisible_and_malformed_jobs_do_not_stop_the_others() {
     let _ = Value::Null;
 }
 
-/// Feedback that, while it "thinks", lets someone else complete the submission —
-/// the race the completion helper's state check exists for.
+/// Feedback that, while it "thinks", lets someone else complete the submission (or
+/// only the `only` one) — the race the completion helper's state check exists for —
+/// and answers when `together` jobs have asked, so their results form one batch.
 struct CompletedMeanwhile {
     admin: tokio_postgres::Client,
+    only: Option<uuid::Uuid>,
+    together: tokio::sync::Barrier,
 }
 
 impl worker_core::adapter::FeedbackAdapter for CompletedMeanwhile {
@@ -313,14 +316,17 @@ impl worker_core::adapter::FeedbackAdapter for CompletedMeanwhile {
         _: &'a tokio_util::sync::CancellationToken,
     ) -> worker_core::adapter::AdapterFuture<'a, worker_core::adapter::FeedbackOutput> {
         Box::pin(async move {
-            self.admin
-                .execute(
-                    "update learning_submissions set analysis_status = 'completed', \
-                            feedback_md = 'written by someone else' where id = $1",
-                    &[&input.job.submission_id],
-                )
-                .await
-                .unwrap();
+            if self.only.is_none_or(|only| only == input.job.submission_id) {
+                self.admin
+                    .execute(
+                        "update learning_submissions set analysis_status = 'completed', \
+                                feedback_md = 'written by someone else' where id = $1",
+                        &[&input.job.submission_id],
+                    )
+                    .await
+                    .unwrap();
+            }
+            self.together.wait().await;
             Ok(worker_core::adapter::FeedbackOutput {
                 feedback_md: "ours".to_owned(),
                 analysis_json: serde_json::json!({"schema": "criteria.v2"}),
@@ -337,6 +343,8 @@ async fn a_submission_completed_meanwhile_keeps_the_other_result_and_loses_its_j
     let mut setup = Setup::new();
     setup.feedback = Some(std::sync::Arc::new(CompletedMeanwhile {
         admin: db.connect().await.unwrap(),
+        only: None,
+        together: tokio::sync::Barrier::new(1),
     }));
 
     let metrics = setup.drain(&db).await;
@@ -367,9 +375,9 @@ async fn a_raising_helper_in_a_batch_fails_only_its_own_job() {
     let mut setup = Setup::new();
     setup.concurrency = jobs.len();
     // All four answer at once, so their results are written as one batch.
-    setup.feedback = Some(std::sync::Arc::new(TogetherOneCompletedMeanwhile {
+    setup.feedback = Some(std::sync::Arc::new(CompletedMeanwhile {
         admin: db.connect().await.unwrap(),
-        victim,
+        only: Some(victim),
         together: tokio::sync::Barrier::new(jobs.len()),
     }));
 
@@ -399,38 +407,4 @@ async fn a_raising_helper_in_a_batch_fails_only_its_own_job() {
         .unwrap()
         .get(0);
     assert_eq!(left, 0, "every job is removed");
-}
-
-/// Feedback that answers for all jobs at once, after someone else completed the
-/// victim's submission.
-struct TogetherOneCompletedMeanwhile {
-    admin: tokio_postgres::Client,
-    victim: uuid::Uuid,
-    together: tokio::sync::Barrier,
-}
-
-impl worker_core::adapter::FeedbackAdapter for TogetherOneCompletedMeanwhile {
-    fn feedback<'a>(
-        &'a self,
-        input: &'a worker_core::adapter::FeedbackInput,
-        _: &'a tokio_util::sync::CancellationToken,
-    ) -> worker_core::adapter::AdapterFuture<'a, worker_core::adapter::FeedbackOutput> {
-        Box::pin(async move {
-            if input.job.submission_id == self.victim {
-                self.admin
-                    .execute(
-                        "update learning_submissions set analysis_status = 'completed', \
-                                feedback_md = 'written by someone else' where id = $1",
-                        &[&self.victim],
-                    )
-                    .await
-                    .unwrap();
-            }
-            self.together.wait().await;
-            Ok(worker_core::adapter::FeedbackOutput {
-                feedback_md: "ours".to_owned(),
-                analysis_json: serde_json::json!({"schema": "criteria.v2"}),
-            })
-        })
-    }
 }
