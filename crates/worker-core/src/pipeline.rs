@@ -156,7 +156,6 @@ pub struct Pipeline {
 }
 
 /// A job's submission, read as its student.
-#[derive(Clone)]
 struct SubmissionRead {
     reference: uuid::Uuid,
     student_sub: String,

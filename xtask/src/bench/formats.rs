@@ -46,11 +46,7 @@ pub(super) fn format_cases(
     psql.run("postgres", &format!("create database {db}"))?;
     psql.run(db, &essays_sql(settings.essay_rows))?;
     let dsn = psql.dsn(db);
-    let count_script = format!(
-        "{} --format=plain --no-owner -d '{dsn}' | wc -c",
-        pg_dump.display()
-    );
-    let plain_bytes: f64 = cmd!(sh, "sh -c {count_script}").read()?.trim().parse()?;
+    let plain_bytes = super::plain_sql_bytes(sh, &pg_dump, &dsn)?;
     let recipient = age_recipient(scratch)?;
     let backup_cron = project_root().join("target/release/backup-cron");
     let out = scratch.join("formats");

@@ -286,11 +286,7 @@ fn backup_cases(
             ));
         }
         let mut floor = None;
-        let count_script = format!(
-            "{} --format=plain --no-owner -d '{dsn}' | wc -c",
-            pg_dump.display()
-        );
-        let uncompressed = cmd!(sh, "sh -c {count_script}").read()?;
+        let uncompressed = plain_sql_bytes(sh, &pg_dump, &dsn)?;
         for (name, script, env, output) in &cases {
             let samples: Vec<Sample> = (0..settings.runs)
                 .map(|_| measure(sh, script, env))
@@ -312,12 +308,12 @@ fn backup_cases(
                 "{{\"dataset\":\"{label}\",\"case\":\"{name}\",\"median_s\":{median:.4},\"min_s\":{min:.4},\"max_s\":{max:.4},\
                  \"output_bytes\":{},\"peak_rss_kib\":{rss},\"uncompressed_bytes\":{}}}",
                 size.map_or("null".to_owned(), |bytes| bytes.to_string()),
-                uncompressed.trim()
+                uncompressed
             ));
         }
         eprintln!(
             "xtask bench: dataset {label}: {:.0} MB of plain SQL",
-            uncompressed.trim().parse::<f64>().unwrap_or(0.0) / 1e6
+            uncompressed / 1e6
         );
         let backup_seconds = rows_median(&json, label, "backup-cron once (level 6)");
         restore_rows.extend(restore_cases(
@@ -342,6 +338,16 @@ fn backup_cases(
         &rows,
     );
     Ok(format!("[{}]\n", json.join(",\n")))
+}
+
+/// The size of the database's dump as plain SQL, in bytes: what every compression
+/// ratio is of.
+fn plain_sql_bytes(sh: &Shell, pg_dump: &Path, dsn: &str) -> anyhow::Result<f64> {
+    let script = format!(
+        "{} --format=plain --no-owner -d '{dsn}' | wc -c",
+        pg_dump.display()
+    );
+    Ok(cmd!(sh, "sh -c {script}").read()?.trim().parse()?)
 }
 
 /// The median seconds recorded for `case` of `dataset` in the JSON rows so far.

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use xshell::{Shell, cmd};
+use xshell::Shell;
 
 use super::formats::{essays_sql, measure_case};
 use super::{Psql, Settings, print_table, run_dir};
@@ -47,11 +47,7 @@ pub(super) fn platform_cases(
         psql.run("postgres", &format!("create database {db}"))?;
         psql.run(&db, &essays_sql(settings.essay_rows * factor))?;
         let (dsn, keycloak) = (psql.dsn(&db), psql.dsn("bench_keycloak"));
-        let count_script = format!(
-            "{} --format=plain --no-owner -d '{dsn}' | wc -c",
-            pg_dump.display()
-        );
-        let plain_bytes: f64 = cmd!(sh, "sh -c {count_script}").read()?.trim().parse()?;
+        let plain_bytes = super::plain_sql_bytes(sh, &pg_dump, &dsn)?;
         let out = scratch.join(format!("platform-{label}"));
         let shell_job = |compressor: &str| {
             let dir = out.join(compressor.replace(' ', ""));

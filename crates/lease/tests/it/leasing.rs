@@ -348,16 +348,7 @@ async fn complete_with_calls_once_and_only_while_the_lease_is_held() {
         raised.sql_state(),
         Some(&tokio_postgres::error::SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE)
     );
-    let notes: Vec<(uuid::Uuid, String)> = client
-        .query(
-            "select submission_id, note from completions where note is not null",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| (row.get(0), row.get(1)))
-        .collect();
+    let notes = notes_written(&client).await;
     assert_eq!(
         notes,
         [(held.reference, "first".to_owned())],
@@ -432,16 +423,7 @@ async fn complete_many_with_calls_each_held_job_with_its_own_values() {
         again.is_empty(),
         "a completed job cannot be completed again"
     );
-    let mut notes: Vec<(uuid::Uuid, String)> = client
-        .query(
-            "select submission_id, note from completions where note is not null",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| (row.get(0), row.get(1)))
-        .collect();
+    let mut notes = notes_written(&client).await;
     notes.sort();
     let mut expected = vec![
         (jobs[0].reference, "first".to_owned()),
@@ -523,6 +505,20 @@ async fn three_leased_one_taken_over(queue: &Queue) -> (Vec<lease::LeasedJob>, l
     jobs.sort_by_key(|job| job.id == taken.id);
     assert_eq!(jobs[2].id, taken.id);
     (jobs, taken)
+}
+
+/// What the test's `record_completion` wrote: (submission, note) pairs.
+async fn notes_written(client: &tokio_postgres::Client) -> Vec<(uuid::Uuid, String)> {
+    client
+        .query(
+            "select submission_id, note from completions where note is not null",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect()
 }
 
 /// The ids of the jobs still in the queue table, sorted.
