@@ -3,10 +3,9 @@
 //! exit status 2.
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
-use dsn::{Dsn, Environment, Resolved};
+use dsn::{Dsn, Environment, Resolved, setting, whole_number};
 use manifest::BackupDir;
 
 use crate::Error;
@@ -88,40 +87,46 @@ pub fn resolve(
     let keycloak = match dsn::resolve(env, &["KC_DB_URL"])? {
         Some(resolved) => {
             let mut dsn = resolved.dsn;
-            dsn.fill_credentials(env.var("KC_DB_USERNAME")?, env.secret("KC_DB_PASSWORD")?);
+            dsn.fill_credentials(
+                setting(env.var("KC_DB_USERNAME")?, "KC_DB_USERNAME")?,
+                env.secret("KC_DB_PASSWORD")?,
+            );
             Some(dsn)
         }
         None => None,
     };
     let retention = retention(&settings.retention)?;
-    let pg_timeout_seconds = number(
+    let pg_timeout_seconds = whole_number(
         settings.pg_timeout_seconds.as_deref(),
         "BACKUP_PG_TIMEOUT_SECONDS",
         300u64,
         1..=604_800,
     )?;
-    let compression = match non_empty(settings.compression.as_deref()).unwrap_or("gzip") {
-        "gzip" => dump_runner::Compression::gzip(number(
-            settings.compression_level.as_deref(),
-            "BACKUP_COMPRESSION_LEVEL",
-            6,
-            1..=9,
-        )?),
-        "zstd" => dump_runner::Compression::zstd(number(
-            settings.compression_level.as_deref(),
-            "BACKUP_COMPRESSION_LEVEL",
-            3,
-            1..=19,
-        )?),
-        other => {
-            return Err(Error::Config(format!(
-                "BACKUP_COMPRESSION: expected gzip or zstd, got {other:?}"
-            )));
-        }
-    };
-    let pg_dump = PathBuf::from(non_empty(settings.pg_dump.as_deref()).unwrap_or("pg_dump"));
-    let storage_root = non_empty(settings.storage_root.as_deref()).map(PathBuf::from);
-    let drill = match non_empty(settings.drill.as_deref()) {
+    let compression =
+        match setting(settings.compression.as_deref(), "BACKUP_COMPRESSION")?.unwrap_or("gzip") {
+            "gzip" => dump_runner::Compression::gzip(whole_number(
+                settings.compression_level.as_deref(),
+                "BACKUP_COMPRESSION_LEVEL",
+                6,
+                1..=9,
+            )?),
+            "zstd" => dump_runner::Compression::zstd(whole_number(
+                settings.compression_level.as_deref(),
+                "BACKUP_COMPRESSION_LEVEL",
+                3,
+                1..=19,
+            )?),
+            _ => {
+                return Err(Error::Config(
+                    "BACKUP_COMPRESSION: expected gzip or zstd".to_owned(),
+                ));
+            }
+        };
+    let pg_dump =
+        PathBuf::from(setting(settings.pg_dump.as_deref(), "PG_DUMP")?.unwrap_or("pg_dump"));
+    let storage_root =
+        setting(settings.storage_root.as_deref(), "SUPABASE_STORAGE_ROOT")?.map(PathBuf::from);
+    let drill = match setting(settings.drill.as_deref(), "BACKUP_DRILL")? {
         None | Some("false") => None,
         Some("true") => {
             let config = restore_config(restore, env)?;
@@ -133,10 +138,10 @@ pub fn resolve(
             }
             Some(config)
         }
-        Some(other) => {
-            return Err(Error::Config(format!(
-                "BACKUP_DRILL: expected true or false, got {other:?}"
-            )));
+        Some(_) => {
+            return Err(Error::Config(
+                "BACKUP_DRILL: expected true or false".to_owned(),
+            ));
         }
     };
     let recipients = recipients(settings)?;
@@ -151,7 +156,7 @@ pub fn resolve(
         compression,
         pg_dump,
         drill,
-        metrics_file: metrics_file(common),
+        metrics_file: metrics_file(common)?,
         recipients,
         offsite,
     })
@@ -160,13 +165,13 @@ pub fn resolve(
 /// `RETENTION_DAYS` and `BACKUP_KEEP_MIN`.
 pub fn retention(settings: &RetentionSettings) -> Result<RetentionPolicy, Error> {
     Ok(RetentionPolicy {
-        retention_days: number(
+        retention_days: whole_number(
             settings.retention_days.as_deref(),
             "RETENTION_DAYS",
             7,
             0..=36_500,
         )?,
-        keep_min: number(
+        keep_min: whole_number(
             settings.keep_min.as_deref(),
             "BACKUP_KEEP_MIN",
             1,
@@ -182,7 +187,7 @@ pub fn offsite_config(
     local: RetentionPolicy,
     env: &Environment,
 ) -> Result<Option<crate::copies::OffsiteConfig>, Error> {
-    let Some(url) = non_empty(settings.s3_url.as_deref()) else {
+    let Some(url) = setting(settings.s3_url.as_deref(), "BACKUP_S3_URL")? else {
         return Ok(None);
     };
     let location: offsite::Location = url
@@ -200,14 +205,14 @@ pub fn offsite_config(
         secret_access_key: required("AWS_SECRET_ACCESS_KEY")?,
         session_token: env.secret("AWS_SESSION_TOKEN")?,
     };
-    let timeout = Duration::from_secs(number(
+    let timeout = Duration::from_secs(whole_number(
         settings.s3_timeout_seconds.as_deref(),
         "BACKUP_S3_TIMEOUT_SECONDS",
         900u64,
         1..=604_800,
     )?);
     let retention = RetentionPolicy {
-        retention_days: number(
+        retention_days: whole_number(
             settings.s3_retention_days.as_deref(),
             "BACKUP_S3_RETENTION_DAYS",
             local.retention_days,
@@ -217,14 +222,8 @@ pub fn offsite_config(
     };
     let remote_settings = offsite::Settings {
         location,
-        endpoint: env
-            .var("AWS_ENDPOINT_URL")?
-            .map(str::trim)
-            .map(str::to_owned),
-        region: env
-            .var("AWS_REGION")?
-            .map(str::trim)
-            .filter(|region| !region.is_empty())
+        endpoint: setting(env.var("AWS_ENDPOINT_URL")?, "AWS_ENDPOINT_URL")?.map(str::to_owned),
+        region: setting(env.var("AWS_REGION")?, "AWS_REGION")?
             .unwrap_or("us-east-1")
             .to_owned(),
         credentials,
@@ -243,8 +242,11 @@ pub fn offsite_config(
 fn recipients(settings: &BackupSettings) -> Result<Option<encryption::Recipients>, Error> {
     let config_error = |error: encryption::Error| Error::Config(error.to_string());
     match (
-        non_empty(settings.age_recipients.as_deref()),
-        non_empty(settings.age_recipients_file.as_deref()),
+        setting(settings.age_recipients.as_deref(), "BACKUP_AGE_RECIPIENTS")?,
+        setting(
+            settings.age_recipients_file.as_deref(),
+            "BACKUP_AGE_RECIPIENTS_FILE",
+        )?,
     ) {
         (None, None) => Ok(None),
         (Some(_), Some(_)) => Err(Error::Config(
@@ -264,17 +266,20 @@ fn recipients(settings: &BackupSettings) -> Result<Option<encryption::Recipients
 /// `BACKUP_AGE_IDENTITY_FILE`, read now so that a bad key is a configuration
 /// error before anything runs.
 pub fn identities(settings: &IdentitySettings) -> Result<Option<encryption::Identities>, Error> {
-    non_empty(settings.age_identity_file.as_deref())
-        .map(|path| {
-            encryption::Identities::from_file(Path::new(path), "BACKUP_AGE_IDENTITY_FILE")
-                .map_err(|error| Error::Config(error.to_string()))
-        })
-        .transpose()
+    setting(
+        settings.age_identity_file.as_deref(),
+        "BACKUP_AGE_IDENTITY_FILE",
+    )?
+    .map(|path| {
+        encryption::Identities::from_file(Path::new(path), "BACKUP_AGE_IDENTITY_FILE")
+            .map_err(|error| Error::Config(error.to_string()))
+    })
+    .transpose()
 }
 
 /// `BACKUP_METRICS_FILE`.
-pub fn metrics_file(common: &Common) -> Option<PathBuf> {
-    non_empty(common.metrics_file.as_deref()).map(PathBuf::from)
+pub fn metrics_file(common: &Common) -> Result<Option<PathBuf>, Error> {
+    Ok(setting(common.metrics_file.as_deref(), "BACKUP_METRICS_FILE")?.map(PathBuf::from))
 }
 
 /// `RESTORE_DATABASE_URL` (optional here: storage restores need none), `PSQL`,
@@ -284,7 +289,7 @@ pub fn restore_config(
     env: &Environment,
 ) -> Result<RestoreConfig, Error> {
     let target = dsn::resolve(env, &["RESTORE_DATABASE_URL"])?.map(|resolved| resolved.dsn);
-    let timeout = number(
+    let timeout = whole_number(
         settings.restore_timeout_seconds.as_deref(),
         "BACKUP_RESTORE_TIMEOUT_SECONDS",
         3600u64,
@@ -292,7 +297,7 @@ pub fn restore_config(
     )?;
     Ok(RestoreConfig {
         target,
-        psql: PathBuf::from(non_empty(settings.psql.as_deref()).unwrap_or("psql")),
+        psql: PathBuf::from(setting(settings.psql.as_deref(), "PSQL")?.unwrap_or("psql")),
         timeout: Duration::from_secs(timeout),
         identities: identities(&settings.identity)?,
     })
@@ -339,13 +344,14 @@ pub fn restore_source(dir: Option<PathBuf>, common: &Common) -> Result<PathBuf, 
 
 /// `BACKUP_SCHEDULE`.
 pub fn schedule(settings: &Scheduling) -> Result<Schedule, Error> {
-    let expression = non_empty(settings.schedule.as_deref()).unwrap_or("0 2 * * *");
+    let expression =
+        setting(settings.schedule.as_deref(), "BACKUP_SCHEDULE")?.unwrap_or("0 2 * * *");
     let schedule = Schedule::parse(expression)
         .map_err(|error| Error::Config(format!("BACKUP_SCHEDULE: {error}")))?;
     if schedule.next_after(manifest::UtcTime::now()).is_none() {
-        return Err(Error::Config(format!(
-            "BACKUP_SCHEDULE: {expression:?} never matches (within five years)"
-        )));
+        return Err(Error::Config(
+            "BACKUP_SCHEDULE: the expression never matches (within five years)".to_owned(),
+        ));
     }
     Ok(schedule)
 }
@@ -398,40 +404,10 @@ pub fn duration(name: &str, text: &str) -> Result<Duration, Error> {
     Ok(Duration::from_secs(total))
 }
 
-fn non_empty(value: Option<&str>) -> Option<&str> {
-    value.map(str::trim).filter(|value| !value.is_empty())
-}
-
 fn required_path(value: Option<&str>, name: &str) -> Result<PathBuf, Error> {
-    non_empty(value)
+    setting(value, name)?
         .map(PathBuf::from)
         .ok_or_else(|| Error::Config(format!("{name} is required")))
-}
-
-fn number<T>(
-    value: Option<&str>,
-    name: &str,
-    default: T,
-    range: std::ops::RangeInclusive<T>,
-) -> Result<T, Error>
-where
-    T: FromStr + PartialOrd + std::fmt::Display + Copy,
-{
-    let Some(text) = non_empty(value) else {
-        return Ok(default);
-    };
-    let invalid = || {
-        Error::Config(format!(
-            "{name}: expected a whole number from {} to {}, got {text:?}",
-            range.start(),
-            range.end()
-        ))
-    };
-    let parsed: T = text.parse().map_err(|_| invalid())?;
-    if !range.contains(&parsed) {
-        return Err(invalid());
-    }
-    Ok(parsed)
 }
 
 /// Creates `BACKUP_DIR` if missing and checks that we may write into it.

@@ -192,9 +192,10 @@ pub fn execute(cli: &Cli, env: &dsn::Environment) -> Result<ExitCode, Error> {
                 Error::Config("RESTORE_DATABASE_URL is required for a drill".to_owned())
             })?;
             let dir = config::restore_source(dir, &common)?;
+            let metrics_file = config::metrics_file(&common)?;
             let cancellation = run::cancel_on_signals();
             let drill = restore::drill(&dir, server, &config, &cancellation);
-            if let Some(path) = config::metrics_file(&common) {
+            if let Some(path) = metrics_file {
                 metrics::record_drill(&path, &drill);
             }
             let outcome = match &drill.error {
@@ -259,12 +260,13 @@ pub fn execute(cli: &Cli, env: &dsn::Environment) -> Result<ExitCode, Error> {
             let copies = config::offsite_config(&offsite, retention, env)?
                 .ok_or_else(|| Error::Config("sync needs BACKUP_S3_URL".to_owned()))?;
             let backups = manifest::BackupDir::new(&config::existing_backup_dir(&common)?);
+            let metrics_file = config::metrics_file(&common)?;
             let cancellation = run::cancel_on_signals();
             Ok(copies::sync(
                 &backups,
                 &copies,
                 retention,
-                config::metrics_file(&common).as_deref(),
+                metrics_file.as_deref(),
                 &cancellation,
             ))
         }

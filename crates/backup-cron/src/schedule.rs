@@ -173,7 +173,13 @@ fn bit(set: u64, value: u32) -> bool {
 }
 
 fn parse_field(text: &str, field: &Field) -> Result<u64, ScheduleError> {
-    let invalid = || ScheduleError(format!("{} field `{text}`", field.name));
+    // The field is named, not shown: configuration errors never echo a value.
+    let invalid = || {
+        ScheduleError(format!(
+            "the {} field is not a value, list, range or step within {}-{}",
+            field.name, field.min, field.max
+        ))
+    };
     let mut set = 0u64;
     for item in text.split(',') {
         let (range, step) = match item.split_once('/') {

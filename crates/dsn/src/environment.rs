@@ -49,12 +49,14 @@ impl Environment {
         }
     }
 
-    /// A secret from `NAME` or from the file named by `NAME_FILE` (trailing newline
-    /// trimmed). `None` when neither is set and non-empty; an error when both are,
-    /// or when the file cannot be read or is empty.
+    /// A secret from `NAME` or from the file named by `NAME_FILE` (trailing line
+    /// breaks, `\n` or `\r\n`, trimmed; a leading byte-order mark refused). `None`
+    /// when neither is set and non-empty; an error when both are, or when the file
+    /// cannot be read or is empty.
     pub fn secret(&self, name: &str) -> Result<Option<Secret>, Error> {
         let direct = self.var(name)?;
-        let file = self.var(&format!("{name}_FILE"))?;
+        let file_variable = format!("{name}_FILE");
+        let file = crate::setting(self.var(&file_variable)?, &file_variable)?;
         match (direct, file) {
             (Some(_), Some(_)) => Err(Error::BothSet {
                 variable: name.to_owned(),
@@ -87,6 +89,13 @@ fn read_secret_file(name: &str, path: PathBuf) -> Result<Option<Secret>, Error> 
     let mut value = String::from_utf8(bytes).map_err(|_| Error::NotUtf8 {
         variable: name.to_owned(),
     })?;
+    if value.starts_with('\u{feff}') {
+        return Err(Error::SecretFileByteOrderMark {
+            variable: name.to_owned(),
+            path,
+        });
+    }
+    // `\r\n` too: libpq's own password file reader trims both.
     let trimmed = value.trim_end_matches(['\n', '\r']).len();
     value.truncate(trimmed);
     if value.is_empty() {

@@ -51,11 +51,42 @@ pub enum Error {
         /// The limit.
         limit: u64,
     },
+    /// `NAME_FILE` starts with a byte-order mark, which an editor adds and no secret
+    /// holds: kept, it would become part of the password.
+    #[error("{variable}_FILE: {} starts with a byte-order mark; save it without one", path.display())]
+    SecretFileByteOrderMark {
+        /// The base name.
+        variable: String,
+        /// The path from `NAME_FILE`.
+        path: PathBuf,
+    },
     /// A secret (from `NAME` or `NAME_FILE`) is not valid UTF-8.
     #[error("{variable} is not valid UTF-8")]
     NotUtf8 {
         /// The base name.
         variable: String,
+    },
+    /// A setting that holds white space and nothing else.
+    #[error("{variable} holds only white space; unset it or give it a value")]
+    Blank {
+        /// The variable.
+        variable: String,
+    },
+    /// A setting that should be a number and is not one.
+    #[error("{variable}: expected {expected}; the value is not a number")]
+    NotANumber {
+        /// The variable.
+        variable: String,
+        /// What it should be, e.g. `a whole number from 1 to 9`.
+        expected: String,
+    },
+    /// A number outside the setting's range.
+    #[error("{variable}: expected {expected}; the value is outside that range")]
+    OutOfRange {
+        /// The variable.
+        variable: String,
+        /// What it should be, e.g. `a whole number from 1 to 9`.
+        expected: String,
     },
     /// The private pgpass file could not be created.
     #[error("cannot create the private pgpass file")]

@@ -16,6 +16,9 @@
 //!   several variables that is set and non-empty wins, each of them also accepted as
 //!   `NAME_FILE` (Docker secrets); setting both `NAME` and `NAME_FILE` is an error.
 //!   The result remembers which variable won, by its base name, for logs and manifests.
+//! - **Plain settings** ([`setting`], [`whole_number`], [`seconds`]): empty means
+//!   unset, white space alone is an error, numbers are range-checked, and no error
+//!   shows the value, so both services answer an operator's typo the same way.
 //! - **Redaction**: `Debug` and `Display` of [`Dsn`] and [`Secret`] print `***` in
 //!   place of a password.
 //! - **Handing over** ([`Dsn::libpq_env`], [`Dsn::write_pgpass`]): host, port, user,
@@ -48,6 +51,7 @@ mod error;
 mod parse;
 mod pgpass;
 mod secret;
+mod setting;
 mod ssl_mode;
 #[cfg(test)]
 mod tests;
@@ -56,6 +60,7 @@ pub use environment::{Environment, Resolved, resolve};
 pub use error::{Error, ParseError};
 pub use pgpass::PgpassFile;
 pub use secret::Secret;
+pub use setting::{seconds, setting, whole_number};
 pub use ssl_mode::SslMode;
 
 /// Parsed connection parameters of one PostgreSQL database.

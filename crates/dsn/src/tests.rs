@@ -275,6 +275,16 @@ fn file_variant_counts_under_the_base_name() {
 }
 
 #[test]
+fn a_secret_file_saved_with_crlf_reads_as_its_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("password");
+    std::fs::write(&path, "hunter2\r\n").unwrap();
+    let env = Environment::from_pairs([("KC_DB_PASSWORD_FILE", path.to_str().unwrap())]);
+    let secret = env.secret("KC_DB_PASSWORD").unwrap().unwrap();
+    assert_eq!(secret.expose(), "hunter2");
+}
+
+#[test]
 fn both_name_and_file_is_an_error() {
     let env = Environment::from_pairs([
         ("DATABASE_URL", "postgres://d/db"),
@@ -300,6 +310,9 @@ fn unreadable_empty_or_huge_secret_file_is_an_error() {
     let empty = dir.path().join("empty");
     std::fs::write(&empty, "\n").unwrap();
     insta::assert_snapshot!(error_for(&empty), @"DATABASE_URL_FILE: $SCRATCH/empty is empty");
+    let bom = dir.path().join("bom");
+    std::fs::write(&bom, "\u{feff}postgres://u:pw@h/db\n").unwrap();
+    insta::assert_snapshot!(error_for(&bom), @"DATABASE_URL_FILE: $SCRATCH/bom starts with a byte-order mark; save it without one");
 
     let huge = dir.path().join("huge");
     std::fs::write(&huge, vec![b'x'; 100_000]).unwrap();

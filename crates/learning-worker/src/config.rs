@@ -1,16 +1,20 @@
-//! From flags and environment to a validated configuration. Bad numbers fall back
-//! to their defaults with a warning (a worker should start rather than crash-loop
-//! on a typo); a bad DSN, backend or log format is a configuration error (exit 2).
+//! From flags and environment to a validated configuration. Every bad value is a
+//! configuration error (exit 2) naming the variable and never showing the value,
+//! except `WORKER_CONCURRENCY`, which the contract makes lenient: an invalid one
+//! falls back to 1 with a warning. Empty means unset; white space alone is an error.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use dsn::Environment;
+use dsn::{Environment, seconds, setting, whole_number};
 use worker_core::ollama::{BaseUrl, OllamaConfig};
 use worker_core::stub::{StubAdapter, parse_stub_failures};
 
 use crate::cli::Settings;
+
+/// The longest any duration setting may be, in seconds.
+const A_YEAR: f64 = 86_400.0 * 365.0;
 
 /// The worker DSN's variables, in precedence order.
 pub const DATABASE_URLS: [&str; 3] = ["LEARNING_DATABASE_URL", "LEARNING_DB_URL", "DATABASE_URL"];
@@ -89,115 +93,110 @@ pub fn load(settings: &Settings, env: &Environment) -> Result<Config, ConfigErro
     let tls = pg_tls::MakeTls::for_dsn(&resolved.dsn)
         .map_err(|reason| ConfigError(format!("{}: {reason}", resolved.variable)))?;
     let mut warnings = Vec::new();
-    let cap = lenient(
+    let cap = whole_number(
         settings.concurrency_cap.as_deref(),
         "WORKER_CONCURRENCY_CAP",
         4usize,
         1..=256,
-        &mut warnings,
-    );
-    let mut concurrency = lenient(
+    )?;
+    let mut concurrency = match whole_number(
         settings.concurrency.as_deref(),
         "WORKER_CONCURRENCY",
         1usize,
         1..=usize::MAX,
-        &mut warnings,
-    );
+    ) {
+        Ok(concurrency) => concurrency,
+        // The contract's one lenient setting: start with one slot rather than not at all.
+        Err(reason) => {
+            warnings.push(format!("{reason}; using 1"));
+            1
+        }
+    };
     if concurrency > cap {
         warnings.push(format!(
             "WORKER_CONCURRENCY={concurrency} is above WORKER_CONCURRENCY_CAP={cap}; using {cap}"
         ));
         concurrency = cap;
     }
-    let lease = lenient_seconds(
+    let lease = seconds(
         settings.lease_seconds.as_deref(),
         "WORKER_LEASE_SECONDS",
         45.0,
-        1.0,
-        &mut warnings,
-    );
+        1.0..=A_YEAR,
+    )?;
     worker_core::connection::harden(&mut database, lease);
-    let max_retries = lenient(
+    let max_retries = whole_number(
         settings.max_retries.as_deref(),
         "WORKER_MAX_RETRIES",
         3i32,
         0..=100,
-        &mut warnings,
-    );
-    let backoff = lenient_seconds(
+    )?;
+    let backoff = seconds(
         settings.backoff_seconds.as_deref(),
         "WORKER_BACKOFF_SECONDS",
         10.0,
-        0.0,
-        &mut warnings,
-    );
-    let poll_interval = lenient_seconds(
+        0.0..=A_YEAR,
+    )?;
+    let poll_interval = seconds(
         settings.poll_interval.as_deref(),
         "WORKER_POLL_INTERVAL",
         0.5,
-        0.01,
-        &mut warnings,
-    );
-    let shutdown_grace = lenient_seconds(
+        0.01..=A_YEAR,
+    )?;
+    let shutdown_grace = seconds(
         settings.shutdown_grace_seconds.as_deref(),
         "WORKER_SHUTDOWN_GRACE_SECONDS",
         30.0,
-        0.0,
-        &mut warnings,
-    );
-    let health_addr = match non_empty(settings.health_addr.as_deref()) {
+        0.0..=A_YEAR,
+    )?;
+    let health_addr = match setting(settings.health_addr.as_deref(), "WORKER_HEALTH_ADDR")? {
         Some(addr) => Some(addr.parse().map_err(|_| {
-            ConfigError(format!(
-                "WORKER_HEALTH_ADDR: expected an address like 127.0.0.1:9464, got {addr:?}"
-            ))
+            ConfigError("WORKER_HEALTH_ADDR: expected an address like 127.0.0.1:9464".to_owned())
         })?),
         None => None,
     };
-    let backend = match non_empty(settings.ai_backend.as_deref()).unwrap_or("stub") {
+    let backend = match setting(settings.ai_backend.as_deref(), "AI_BACKEND")?.unwrap_or("stub") {
         "stub" => Backend::Stub(StubAdapter {
-            delay: Duration::from_millis(lenient(
+            delay: Duration::from_millis(whole_number(
                 env.var("AI_STUB_DELAY_MS")?,
                 "AI_STUB_DELAY_MS",
                 0u64,
                 0..=86_400_000,
-                &mut warnings,
-            )),
+            )?),
             failures: parse_stub_failures(env.var("AI_STUB_FAIL")?.unwrap_or(""))
                 .map_err(|reason| ConfigError(format!("AI_STUB_FAIL: {reason}")))?,
             call_log: env.var("AI_STUB_CALL_LOG")?.map(PathBuf::from),
         }),
         "local" => Backend::Local(OllamaConfig {
             base_url: BaseUrl::parse(
-                non_empty(env.var("OLLAMA_BASE_URL")?).unwrap_or("http://ollama:11434"),
+                setting(env.var("OLLAMA_BASE_URL")?, "OLLAMA_BASE_URL")?
+                    .unwrap_or("http://ollama:11434"),
             )
             .map_err(|reason| ConfigError(format!("OLLAMA_BASE_URL: {reason}")))?,
-            vision_model: non_empty(env.var("AI_VISION_MODEL")?)
+            vision_model: setting(env.var("AI_VISION_MODEL")?, "AI_VISION_MODEL")?
                 .unwrap_or("qwen2.5vl:3b")
                 .to_owned(),
-            feedback_model: non_empty(env.var("AI_FEEDBACK_MODEL")?)
+            feedback_model: setting(env.var("AI_FEEDBACK_MODEL")?, "AI_FEEDBACK_MODEL")?
                 .unwrap_or("gpt-oss:latest")
                 .to_owned(),
-            vision_timeout: lenient_seconds(
+            vision_timeout: seconds(
                 env.var("AI_TIMEOUT_VISION")?,
                 "AI_TIMEOUT_VISION",
                 30.0,
-                0.1,
-                &mut warnings,
-            ),
-            feedback_timeout: lenient_seconds(
+                0.1..=A_YEAR,
+            )?,
+            feedback_timeout: seconds(
                 env.var("AI_TIMEOUT_FEEDBACK")?,
                 "AI_TIMEOUT_FEEDBACK",
                 15.0,
-                0.1,
-                &mut warnings,
-            ),
-            storage_root: non_empty(settings.storage_root.as_deref()).map(PathBuf::from),
+                0.1..=A_YEAR,
+            )?,
+            storage_root: setting(settings.storage_root.as_deref(), "LEARNING_STORAGE_ROOT")?
+                .map(PathBuf::from),
             pdf_tools_path: None,
         }),
-        other => {
-            return Err(ConfigError(format!(
-                "AI_BACKEND: expected stub or local, got {other:?}"
-            )));
+        _ => {
+            return Err(ConfigError("AI_BACKEND: expected stub or local".to_owned()));
         }
     };
     let allow_privileged = env.var("ALLOW_SERVICE_DSN_FOR_TESTING")? == Some("true");
@@ -216,43 +215,4 @@ pub fn load(settings: &Settings, env: &Environment) -> Result<Config, ConfigErro
         allow_privileged,
         warnings,
     })
-}
-
-fn non_empty(value: Option<&str>) -> Option<&str> {
-    value.map(str::trim).filter(|value| !value.is_empty())
-}
-
-/// A number in `range`, or `default` with a warning.
-fn lenient<T>(
-    value: Option<&str>,
-    name: &str,
-    default: T,
-    range: std::ops::RangeInclusive<T>,
-    warnings: &mut Vec<String>,
-) -> T
-where
-    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
-{
-    let Some(text) = non_empty(value) else {
-        return default;
-    };
-    match text.parse::<T>() {
-        Ok(parsed) if range.contains(&parsed) => parsed,
-        _ => {
-            warnings.push(format!("{name}={text:?} is not valid; using {default}"));
-            default
-        }
-    }
-}
-
-/// Seconds (fractions allowed) of at least `min`, or `default` with a warning.
-fn lenient_seconds(
-    value: Option<&str>,
-    name: &str,
-    default: f64,
-    min: f64,
-    warnings: &mut Vec<String>,
-) -> Duration {
-    let seconds = lenient(value, name, default, min..=86_400.0 * 365.0, warnings);
-    Duration::from_secs_f64(seconds)
 }

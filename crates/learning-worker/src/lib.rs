@@ -2,8 +2,9 @@
 //! `check`, wired onto `lease` and `worker-core`.
 //!
 //! [`config::load`] turns flags and environment into a validated [`config::Config`]
-//! (a bad DSN, TLS setting, backend or address is a configuration error, exit 2;
-//! a bad number falls back to its default with a warning). [`run`] then builds the
+//! (every bad value is a configuration error, exit 2, naming the variable and never
+//! showing the value; only an invalid `WORKER_CONCURRENCY` falls back to 1 with a
+//! warning, as the contract asks). [`run`] then builds the
 //! connection pool with the DSN's TLS rules, starts the health endpoint (before the
 //! first connection, so `/readyz` can say why the database refuses), waits until
 //! the database serves ([`start-up`](#start-up)), refuses a privileged role, and

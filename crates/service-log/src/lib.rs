@@ -37,19 +37,23 @@ pub enum LogFormat {
     Json,
 }
 
-/// A `LOG_FORMAT` that is neither `text` nor `json`.
+/// A `LOG_FORMAT` that is neither `text` nor `json` (nor empty, which means text).
+/// The value is not kept: configuration errors never echo one.
 #[derive(Debug, thiserror::Error)]
-#[error("LOG_FORMAT: expected text or json, got {0:?}")]
-pub struct InvalidLogFormat(String);
+#[error("LOG_FORMAT: expected text or json")]
+pub struct InvalidLogFormat;
 
 impl FromStr for LogFormat {
     type Err = InvalidLogFormat;
 
     fn from_str(text: &str) -> Result<LogFormat, InvalidLogFormat> {
-        match text.trim() {
-            "" | "text" => Ok(LogFormat::Text),
-            "json" => Ok(LogFormat::Json),
-            other => Err(InvalidLogFormat(other.to_owned())),
+        match text {
+            "" => Ok(LogFormat::Text),
+            text => match text.trim() {
+                "text" => Ok(LogFormat::Text),
+                "json" => Ok(LogFormat::Json),
+                _ => Err(InvalidLogFormat),
+            },
         }
     }
 }
@@ -97,7 +101,8 @@ mod tests {
         assert_eq!(" json ".parse::<LogFormat>().unwrap(), LogFormat::Json);
         assert_eq!("".parse::<LogFormat>().unwrap(), LogFormat::Text);
         let error = "JSON".parse::<LogFormat>().unwrap_err().to_string();
-        assert_eq!(error, r#"LOG_FORMAT: expected text or json, got "JSON""#);
+        assert_eq!(error, "LOG_FORMAT: expected text or json");
+        assert!(" ".parse::<LogFormat>().is_err(), "white space is not unset");
     }
 
     #[test]

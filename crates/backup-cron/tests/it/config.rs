@@ -265,3 +265,141 @@ fn json_logs_are_one_object_per_line() {
     );
     assert!(!stderr.contains("hunter2"));
 }
+
+/// What a variable needs beside it to be read at all.
+#[derive(Clone, Copy)]
+enum Needs {
+    Nothing,
+    /// `BACKUP_S3_URL` and credentials: the off-site settings are read.
+    Offsite,
+    /// `BACKUP_DRILL=true` and a drill server: the restore settings are read.
+    Drill,
+    /// `KC_DB_URL`: the Keycloak credentials are read.
+    Keycloak,
+    /// The `run` command: the schedule is read.
+    Schedule,
+}
+
+/// Every variable `backup-cron` reads, with the mistakes its kind invites: each is
+/// refused with exit 2 and one line that names the variable and hides the value.
+#[test]
+fn every_variable_refuses_every_mistake_without_showing_it() {
+    use std::fmt::Write as _;
+
+    use fixtures::bad_config::{Kind, mistakes, output, refused};
+    const ROWS: &[(&str, Kind, Needs)] = &[
+        ("BACKUP_DIR", Kind::Text, Needs::Nothing),
+        (
+            "SESSION_DATABASE_URL",
+            Kind::Word("postgres://u:pw@db/app"),
+            Needs::Nothing,
+        ),
+        (
+            "BACKUP_DATABASE_URL",
+            Kind::Word("postgres://u:pw@db/app"),
+            Needs::Nothing,
+        ),
+        (
+            "DATABASE_URL",
+            Kind::Word("postgres://u:pw@db/app"),
+            Needs::Nothing,
+        ),
+        ("SESSION_DATABASE_URL_FILE", Kind::File, Needs::Nothing),
+        ("BACKUP_DATABASE_URL_FILE", Kind::File, Needs::Nothing),
+        (
+            "KC_DB_URL",
+            Kind::Word("postgres://kc@db/keycloak"),
+            Needs::Nothing,
+        ),
+        ("KC_DB_URL_FILE", Kind::File, Needs::Nothing),
+        ("KC_DB_USERNAME", Kind::Text, Needs::Keycloak),
+        ("KC_DB_PASSWORD_FILE", Kind::File, Needs::Keycloak),
+        ("SUPABASE_STORAGE_ROOT", Kind::Text, Needs::Nothing),
+        ("RETENTION_DAYS", Kind::Number, Needs::Nothing),
+        ("BACKUP_KEEP_MIN", Kind::Number, Needs::Nothing),
+        ("BACKUP_PG_TIMEOUT_SECONDS", Kind::Number, Needs::Nothing),
+        ("BACKUP_COMPRESSION", Kind::Word("gzip"), Needs::Nothing),
+        ("BACKUP_COMPRESSION_LEVEL", Kind::Number, Needs::Nothing),
+        ("PG_DUMP", Kind::Text, Needs::Nothing),
+        ("BACKUP_METRICS_FILE", Kind::Text, Needs::Nothing),
+        ("LOG_FORMAT", Kind::Word("json"), Needs::Nothing),
+        ("BACKUP_AGE_RECIPIENTS", Kind::Text, Needs::Nothing),
+        ("BACKUP_AGE_RECIPIENTS_FILE", Kind::File, Needs::Nothing),
+        ("BACKUP_DRILL", Kind::Word("true"), Needs::Nothing),
+        (
+            "RESTORE_DATABASE_URL",
+            Kind::Word("postgres://drill@db/postgres"),
+            Needs::Drill,
+        ),
+        ("RESTORE_DATABASE_URL_FILE", Kind::File, Needs::Drill),
+        ("BACKUP_RESTORE_TIMEOUT_SECONDS", Kind::Number, Needs::Drill),
+        ("BACKUP_AGE_IDENTITY_FILE", Kind::File, Needs::Drill),
+        ("PSQL", Kind::Text, Needs::Drill),
+        (
+            "BACKUP_S3_URL",
+            Kind::Word("s3://school-backups"),
+            Needs::Nothing,
+        ),
+        ("BACKUP_S3_TIMEOUT_SECONDS", Kind::Number, Needs::Offsite),
+        ("BACKUP_S3_RETENTION_DAYS", Kind::Number, Needs::Offsite),
+        ("AWS_ACCESS_KEY_ID_FILE", Kind::File, Needs::Offsite),
+        ("AWS_SECRET_ACCESS_KEY_FILE", Kind::File, Needs::Offsite),
+        ("AWS_SESSION_TOKEN_FILE", Kind::File, Needs::Offsite),
+        (
+            "AWS_ENDPOINT_URL",
+            Kind::Word("http://minio:9000"),
+            Needs::Offsite,
+        ),
+        ("AWS_REGION", Kind::Text, Needs::Offsite),
+        ("BACKUP_SCHEDULE", Kind::Word("0 2 * * *"), Needs::Schedule),
+    ];
+    let mut matrix = String::new();
+    for &(variable, kind, needs) in ROWS {
+        let scratch = tempfile::tempdir().unwrap();
+        for mistake in mistakes(kind, scratch.path()) {
+            let mut command = backup_cron();
+            command
+                .arg(if matches!(needs, Needs::Schedule) {
+                    "run"
+                } else {
+                    "once"
+                })
+                .env("BACKUP_DIR", scratch.path().join("backups"));
+            // A valid platform DSN, unless the row is about one: a valid one beside
+            // it would win (or be ignored) and hide the mistake.
+            let platform = backup_cron::config::DATABASE_URLS;
+            if !platform.contains(&variable.trim_end_matches("_FILE")) {
+                command.env("DATABASE_URL", "postgresql://u:pw@db.internal/app");
+            }
+            match needs {
+                Needs::Nothing | Needs::Schedule => {}
+                Needs::Offsite => {
+                    command
+                        .env("BACKUP_S3_URL", "s3://school-backups")
+                        .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+                        .env("AWS_SECRET_ACCESS_KEY", "wJalrEXAMPLE");
+                }
+                Needs::Drill => {
+                    command
+                        .env("BACKUP_DRILL", "true")
+                        .env("RESTORE_DATABASE_URL", "postgresql://drill:pw@db/postgres");
+                }
+                Needs::Keycloak => {
+                    command.env("KC_DB_URL", "postgresql://db/keycloak");
+                }
+            }
+            // A `NAME_FILE` row replaces `NAME`, which must not be set beside it.
+            if let Some(base) = variable.strip_suffix("_FILE") {
+                command.env_remove(base);
+            }
+            command.env(variable, &mistake.value);
+            let output = output(&mut command);
+            refused(&output, variable, &mistake, variable);
+            let message = String::from_utf8_lossy(&output.stderr)
+                .trim()
+                .replace(&scratch.path().display().to_string(), "$SCRATCH");
+            writeln!(matrix, "{variable} | {} | {message}", mistake.label).unwrap();
+        }
+    }
+    insta::assert_snapshot!(matrix);
+}

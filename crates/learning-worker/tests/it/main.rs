@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod config;
+
 use fixtures::{StubCalls, TestDb, eventually};
 
 fn learning_worker() -> Command {
@@ -224,30 +226,34 @@ async fn configuration_errors_exit_2_with_one_line() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn invalid_numbers_fall_back_with_a_warning() {
+async fn an_invalid_concurrency_falls_back_to_one_without_showing_it() {
     let mut world = World::new().await;
     let client = world.db.connect().await.unwrap();
     fixtures::job().insert(&client).await.unwrap();
-    world
-        .set("WORKER_CONCURRENCY", "64")
-        .set("WORKER_LEASE_SECONDS", "soon")
-        .set("WORKER_POLL_INTERVAL", "-1");
-
-    let output = tokio::task::block_in_place(|| world.run(&["drain"]));
-
-    let logs = stderr(&output);
-    assert_eq!(output.status.code(), Some(0), "{logs}");
+    world.set("WORKER_CONCURRENCY", "64");
+    let capped = tokio::task::block_in_place(|| world.run(&["drain"]));
+    let logs = stderr(&capped);
+    assert_eq!(capped.status.code(), Some(0), "{logs}");
     assert!(
         logs.contains("WORKER_CONCURRENCY=64 is above WORKER_CONCURRENCY_CAP=4; using 4"),
         "{logs}"
     );
+
+    fixtures::job().insert(&client).await.unwrap();
+    world.set("WORKER_CONCURRENCY", "-7331");
+    let invalid = tokio::task::block_in_place(|| world.run(&["drain"]));
+    let logs = stderr(&invalid);
+    assert_eq!(invalid.status.code(), Some(0), "{logs}");
     assert!(
-        logs.contains("WORKER_LEASE_SECONDS=\"soon\" is not valid; using 45"),
+        logs.contains("WORKER_CONCURRENCY: expected a whole number from 1 to")
+            && logs.contains("the value is outside that range; using 1"),
         "{logs}"
     );
-    assert!(
-        logs.contains("WORKER_POLL_INTERVAL=\"-1\" is not valid; using 0.5"),
-        "{logs}"
+    assert!(!logs.contains("7331"), "the value is not shown: {logs}");
+    assert_eq!(
+        fixtures::completed_submissions(&client).await,
+        2,
+        "both runs did their job"
     );
 }
 
