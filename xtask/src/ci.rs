@@ -2,7 +2,8 @@
 //! fmt, clippy, the docs with warnings as errors (broken links, missing docs),
 //! build the tests (timed on its own), run them, package every library and binary
 //! crate as crates.io would receive it (and build each package alone), then the
-//! out-of-tree consumer, the fencing demo, `e2e`, `e2e --compose` (when a Docker
+//! out-of-tree consumer, the fencing demo, the Kubernetes manifests against the API
+//! schemas, `e2e`, `e2e --compose` (when a Docker
 //! engine answers) and `chaos --quick`.
 
 use std::time::Instant;
@@ -60,6 +61,7 @@ pub(crate) fn run(sh: &Shell) -> anyhow::Result<()> {
         );
         Ok(())
     })?;
+    step("kubernetes manifests", || crate::kubernetes::validate(sh))?;
     step("e2e", || crate::e2e::run(sh))?;
     // The compose scenario needs a Docker engine: CI's machines have one and must
     // run it (CI=true); elsewhere it is skipped with one line when none answers.

@@ -21,7 +21,8 @@ tasks:
                   --seed S to repeat a fault schedule)
   chaos --quick   a short run of the same (part of ci)
   consumer        lease and dsn used from a project of its own, as an outsider
-                  would (part of ci)";
+                  would (part of ci)
+  kubernetes      deploy/kubernetes against the API schemas, offline (part of ci)";
 
 /// The sections of `cargo xtask bench`.
 pub(crate) const BENCH_SECTIONS: [&str; 4] = ["backup", "formats", "platform", "worker"];
@@ -48,6 +49,8 @@ pub(crate) enum Task {
     Consumer,
     /// The offline base images.
     Images,
+    /// The Kubernetes manifests against the API schemas.
+    Kubernetes,
     /// Print the usage.
     Help,
 }
@@ -83,6 +86,7 @@ impl Task {
             Some("chaos") => return chaos_options(args).map(Task::Chaos),
             Some("consumer") => Task::Consumer,
             Some("images") => Task::Images,
+            Some("kubernetes") => Task::Kubernetes,
             Some("help" | "--help" | "-h") | None => Task::Help,
             Some(other) => bail!("unknown task `{other}`\n\n{USAGE}"),
         };

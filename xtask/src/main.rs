@@ -12,6 +12,8 @@ mod consumer;
 mod db;
 mod e2e;
 mod flags;
+mod kubernetes;
+mod python;
 #[cfg(test)]
 mod tidy;
 
@@ -42,6 +44,7 @@ fn run() -> anyhow::Result<()> {
         flags::Task::Chaos(options) => chaos::run(&sh, &options),
         flags::Task::Consumer => consumer::run(&sh),
         flags::Task::Images => compose::images_only(&sh),
+        flags::Task::Kubernetes => kubernetes::validate(&sh),
         flags::Task::Help => {
             eprintln!("{}", flags::USAGE);
             Ok(())

@@ -175,7 +175,7 @@ const AWSCLI_VERSION: &str = "1.46.3";
 
 /// `aws` from a virtualenv in `target/bench`, created (from PyPI) on first use.
 fn aws_cli(sh: &Shell) -> anyhow::Result<std::path::PathBuf> {
-    let venv = super::python_venv(sh, "awscli", &[&format!("awscli=={AWSCLI_VERSION}")])?;
+    let venv = crate::python::venv(sh, "awscli", &[&format!("awscli=={AWSCLI_VERSION}")])?;
     Ok(venv.join("bin/aws"))
 }
 

@@ -684,31 +684,12 @@ const PGQUEUER_VERSION: &str = "1.6.0";
 
 /// A Python with pgqueuer, from a virtualenv in `target/bench`.
 fn pgqueuer_python(sh: &Shell) -> anyhow::Result<PathBuf> {
-    let venv = python_venv(
+    let venv = crate::python::venv(
         sh,
         "pgqueuer",
         &[&format!("pgqueuer=={PGQUEUER_VERSION}"), "asyncpg==0.32.0"],
     )?;
     Ok(venv.join("bin/python"))
-}
-
-/// `target/bench/venv-<name>` with `packages` (pinned, from PyPI), created on first
-/// use: the peers the bench compares with, never installed on the machine itself.
-fn python_venv(sh: &Shell, name: &str, packages: &[&str]) -> anyhow::Result<PathBuf> {
-    let venv = project_root().join(format!("target/bench/venv-{name}"));
-    let ready = venv.join(".installed");
-    if !ready.exists() {
-        eprintln!(
-            "xtask bench: installing {} into {}",
-            packages.join(" "),
-            venv.display()
-        );
-        cmd!(sh, "python3 -m venv {venv}").run()?;
-        let pip = venv.join("bin/pip");
-        cmd!(sh, "{pip} install --quiet {packages...}").run()?;
-        std::fs::write(&ready, packages.join("\n"))?;
-    }
-    Ok(venv)
 }
 
 /// An idle worker, jobs inserted one at a time: insert → lease, by the database's
