@@ -102,7 +102,10 @@ mod tests {
         assert_eq!("".parse::<LogFormat>().unwrap(), LogFormat::Text);
         let error = "JSON".parse::<LogFormat>().unwrap_err().to_string();
         assert_eq!(error, "LOG_FORMAT: expected text or json");
-        assert!(" ".parse::<LogFormat>().is_err(), "white space is not unset");
+        assert!(
+            " ".parse::<LogFormat>().is_err(),
+            "white space is not unset"
+        );
     }
 
     #[test]

@@ -1,10 +1,9 @@
 //! Bad configuration, tried as an operator would type it: every variable the worker
 //! reads, with the mistakes its kind of value invites.
 
-use std::fmt::Write as _;
 use std::path::Path;
 
-use fixtures::bad_config::{Kind, mistakes, output, refused};
+use fixtures::bad_config::{Kind, try_each};
 
 /// What a variable needs beside it to be read at all.
 #[derive(Clone, Copy)]
@@ -60,8 +59,7 @@ fn every_variable_refuses_every_mistake_without_showing_it() {
     let dsn_variables = learning_worker::config::DATABASE_URLS;
     let mut matrix = String::new();
     for &(variable, kind, needs) in ROWS {
-        let scratch = tempfile::tempdir().unwrap();
-        for mistake in mistakes(kind, scratch.path()) {
+        try_each(&mut matrix, variable, kind, |_| {
             let mut command = fixtures::command(Path::new(env!("CARGO_BIN_EXE_learning-worker")));
             command.arg("drain");
             // Port 1: nothing listens, and nothing gets that far.
@@ -74,14 +72,8 @@ fn every_variable_refuses_every_mistake_without_showing_it() {
             if let Needs::Ollama = needs {
                 command.env("AI_BACKEND", "local");
             }
-            command.env(variable, &mistake.value);
-            let output = output(&mut command);
-            refused(&output, variable, &mistake, variable);
-            let message = String::from_utf8_lossy(&output.stderr)
-                .trim()
-                .replace(&scratch.path().display().to_string(), "$SCRATCH");
-            writeln!(matrix, "{variable} | {} | {message}", mistake.label).unwrap();
-        }
+            command
+        });
     }
     insta::assert_snapshot!(matrix);
 }
