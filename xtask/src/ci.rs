@@ -81,6 +81,7 @@ pub(crate) fn run(sh: &Shell) -> anyhow::Result<()> {
                 quick: true,
                 minutes: 0.0,
                 seed: None,
+                soak: false,
             },
         )
     })?;

@@ -20,9 +20,13 @@ tasks:
                   duplicated or leaked work (options: --minutes N, default 10;
                   --seed S to repeat a fault schedule)
   chaos --quick   a short run of the same (part of ci)
+  chaos --soak M  M minutes of the full mode with a steady worker and the backup
+                  scheduler sampled for memory, files and connections at start and end
   consumer        lease and dsn used from a project of its own, as an outsider
                   would (part of ci)
-  kubernetes      deploy/kubernetes against the API schemas, offline (part of ci)";
+  kubernetes      deploy/kubernetes against the API schemas, offline (part of ci)
+  fuzz            every fuzz target in turn (cargo fuzz; options: --time SECONDS
+                  per target, default 60; --target NAME for one)";
 
 /// The sections of `cargo xtask bench`.
 pub(crate) const BENCH_SECTIONS: [&str; 4] = ["backup", "formats", "platform", "worker"];
@@ -51,6 +55,13 @@ pub(crate) enum Task {
     Images,
     /// The Kubernetes manifests against the API schemas.
     Kubernetes,
+    /// The fuzz targets, each for `seconds`.
+    Fuzz {
+        /// Per target.
+        seconds: u64,
+        /// Only this target.
+        target: Option<String>,
+    },
     /// Print the usage.
     Help,
 }
@@ -87,6 +98,21 @@ impl Task {
             Some("consumer") => Task::Consumer,
             Some("images") => Task::Images,
             Some("kubernetes") => Task::Kubernetes,
+            Some("fuzz") => {
+                let (mut seconds, mut target) = (60, None);
+                while let Some(flag) = args.next() {
+                    match (flag.as_str(), args.next()) {
+                        ("--time", Some(value)) => {
+                            seconds = value.parse().ok().filter(|s| *s > 0).ok_or_else(|| {
+                                anyhow::anyhow!("--time wants a positive number of seconds")
+                            })?;
+                        }
+                        ("--target", Some(name)) => target = Some(name),
+                        _ => bail!("unknown fuzz flag `{flag}` or a missing value\n\n{USAGE}"),
+                    }
+                }
+                Task::Fuzz { seconds, target }
+            }
             Some("help" | "--help" | "-h") | None => Task::Help,
             Some(other) => bail!("unknown task `{other}`\n\n{USAGE}"),
         };
@@ -102,6 +128,7 @@ fn chaos_options(mut args: impl Iterator<Item = String>) -> anyhow::Result<crate
         quick: false,
         minutes: 10.0,
         seed: None,
+        soak: false,
     };
     while let Some(flag) = args.next() {
         let mut value = |name: &str| {
@@ -110,6 +137,19 @@ fn chaos_options(mut args: impl Iterator<Item = String>) -> anyhow::Result<crate
         };
         match flag.as_str() {
             "--quick" => options.quick = true,
+            "--soak" => {
+                let minutes = value("--soak")?;
+                options.soak = true;
+                options.minutes = minutes
+                    .parse()
+                    .ok()
+                    .filter(|m: &f64| m.is_finite() && *m > 0.0)
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "--soak wants a positive number of minutes, got `{minutes}`"
+                        )
+                    })?;
+            }
             "--minutes" => {
                 let minutes = value("--minutes")?;
                 options.minutes = minutes

@@ -12,6 +12,7 @@ mod consumer;
 mod db;
 mod e2e;
 mod flags;
+mod fuzz;
 mod kubernetes;
 mod python;
 #[cfg(test)]
@@ -45,6 +46,7 @@ fn run() -> anyhow::Result<()> {
         flags::Task::Consumer => consumer::run(&sh),
         flags::Task::Images => compose::images_only(&sh),
         flags::Task::Kubernetes => kubernetes::validate(&sh),
+        flags::Task::Fuzz { seconds, target } => fuzz::run(&sh, seconds, target.as_deref()),
         flags::Task::Help => {
             eprintln!("{}", flags::USAGE);
             Ok(())

@@ -218,7 +218,7 @@ fn member_manifests() -> Vec<PathBuf> {
 fn rust_files() -> Vec<PathBuf> {
     let root = project_root();
     let mut files = Vec::new();
-    for top in ["crates", "fixtures", "xtask", "tests"] {
+    for top in ["crates", "fixtures", "xtask", "tests", "fuzz/fuzz_targets"] {
         collect_rust_files(&root.join(top), &mut files);
     }
     files

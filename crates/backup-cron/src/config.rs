@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use dsn::{Dsn, Environment, Resolved, setting, whole_number};
+use dsn::{Dsn, Environment, Resolved, Secret, setting, whole_number};
 use manifest::BackupDir;
 
 use crate::Error;
@@ -87,9 +87,15 @@ pub fn resolve(
     let keycloak = match dsn::resolve(env, &["KC_DB_URL"])? {
         Some(resolved) => {
             let mut dsn = resolved.dsn;
+            let password = env.secret("KC_DB_PASSWORD")?;
+            if password.as_ref().is_some_and(Secret::has_control_character) {
+                return Err(Error::Config(
+                    "KC_DB_PASSWORD holds a control character (a second line?)".to_owned(),
+                ));
+            }
             dsn.fill_credentials(
                 setting(env.var("KC_DB_USERNAME")?, "KC_DB_USERNAME")?,
-                env.secret("KC_DB_PASSWORD")?,
+                password,
             );
             Some(dsn)
         }
@@ -349,9 +355,10 @@ pub fn schedule(settings: &Scheduling) -> Result<Schedule, Error> {
     let schedule = Schedule::parse(expression)
         .map_err(|error| Error::Config(format!("BACKUP_SCHEDULE: {error}")))?;
     if schedule.next_after(manifest::UtcTime::now()).is_none() {
-        return Err(Error::Config(
-            "BACKUP_SCHEDULE: the expression never matches (within five years)".to_owned(),
-        ));
+        return Err(Error::Config(format!(
+            "BACKUP_SCHEDULE: the expression never matches (within {} years)",
+            crate::schedule::SEARCH_YEARS
+        )));
     }
     Ok(schedule)
 }

@@ -76,6 +76,14 @@ const DAY_OF_WEEK: Field = Field {
     names: &["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"],
 };
 
+/// How far ahead a tick is looked for: the Gregorian calendar repeats every 400
+/// years, so a day that does not come within them never comes. Shorter windows
+/// end real schedules: February 29 skips 2100 (2096, then 2104), and February 29 on
+/// a Sunday (`0 0 29 2 */7`) comes in 2088 and next in 2128. The search stops at
+/// the first matching day, so only a schedule that never matches walks the whole
+/// window (about 146,000 days, a few milliseconds, once at start-up).
+pub const SEARCH_YEARS: u32 = 400;
+
 impl Schedule {
     /// Parses a 5- or 6-field expression.
     pub fn parse(expression: &str) -> Result<Schedule, ScheduleError> {
@@ -105,12 +113,13 @@ impl Schedule {
         })
     }
 
-    /// The first matching second strictly after `after`, within the next five
-    /// years (`None` for expressions such as `0 0 31 2 *` that never match).
+    /// The first matching second strictly after `after`, within the next
+    /// [`SEARCH_YEARS`] (`None` for expressions such as `0 0 31 2 *` that never
+    /// match).
     pub fn next_after(&self, after: UtcTime) -> Option<UtcTime> {
         let start = after.unix_seconds() + 1;
         let first_day = start.div_euclid(86_400);
-        for day in first_day..first_day + 5 * 366 {
+        for day in first_day..first_day + i64::from(SEARCH_YEARS) * 366 {
             let (_, month, day_of_month, ..) = UtcTime::from_unix_seconds(day * 86_400).civil();
             // 1970-01-01 was a Thursday (4).
             let day_of_week = (day + 4).rem_euclid(7) as u32;

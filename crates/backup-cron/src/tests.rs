@@ -369,6 +369,44 @@ mod schedule {
             None
         );
     }
+
+    /// Found by the `schedule` fuzz target: rare days ended their schedules, because
+    /// the search looked five years ahead. A leap day skips 2100; a leap day that is
+    /// a Sunday comes 40 years apart; February 9 on a Sunday, 11.
+    #[test]
+    fn rare_days_tick_again_however_far_apart() {
+        for (expression, after, first, second) in [
+            (
+                "0 5 0 29 2 *",
+                3_925_868_543,
+                "2096-02-29T00:05:00Z",
+                "2104-02-29T00:05:00Z",
+            ),
+            (
+                "0 0 29 2 */7",
+                3_600_000_000,
+                "2088-02-29T00:00:00Z",
+                "2128-02-29T00:00:00Z",
+            ),
+            (
+                "0 0 9/930 2 */930",
+                3_556_769_791,
+                "2087-02-09T00:00:00Z",
+                "2098-02-09T00:00:00Z",
+            ),
+        ] {
+            let schedule = Schedule::parse(expression).unwrap();
+            let tick = schedule
+                .next_after(UtcTime::from_unix_seconds(after))
+                .unwrap();
+            assert_eq!(tick.rfc3339(), first, "{expression}");
+            assert_eq!(
+                schedule.next_after(tick).unwrap().rfc3339(),
+                second,
+                "{expression}"
+            );
+        }
+    }
 }
 
 mod config {

@@ -50,9 +50,9 @@ impl Environment {
     }
 
     /// A secret from `NAME` or from the file named by `NAME_FILE` (trailing line
-    /// breaks, `\n` or `\r\n`, trimmed; a leading byte-order mark refused). `None`
-    /// when neither is set and non-empty; an error when both are, or when the file
-    /// cannot be read or is empty.
+    /// breaks, `\n` or `\r\n`, trimmed; a leading byte-order mark or a second line
+    /// refused). `None` when neither is set and non-empty; an error when both are,
+    /// or when the file cannot be read or is empty.
     pub fn secret(&self, name: &str) -> Result<Option<Secret>, Error> {
         let direct = self.var(name)?;
         let file_variable = format!("{name}_FILE");
@@ -100,6 +100,12 @@ fn read_secret_file(name: &str, path: PathBuf) -> Result<Option<Secret>, Error> 
     value.truncate(trimmed);
     if value.is_empty() {
         return Err(Error::SecretFileEmpty {
+            variable: name.to_owned(),
+            path,
+        });
+    }
+    if value.contains(['\n', '\r']) {
+        return Err(Error::SecretFileLines {
             variable: name.to_owned(),
             path,
         });

@@ -60,6 +60,15 @@ pub enum Error {
         /// The path from `NAME_FILE`.
         path: PathBuf,
     },
+    /// `NAME_FILE` holds more than one line: a secret is one line, and a second
+    /// would reach a pgpass file or a request header as part of it.
+    #[error("{variable}_FILE: {} holds more than one line; a secret is one line", path.display())]
+    SecretFileLines {
+        /// The base name.
+        variable: String,
+        /// The path from `NAME_FILE`.
+        path: PathBuf,
+    },
     /// A secret (from `NAME` or `NAME_FILE`) is not valid UTF-8.
     #[error("{variable} is not valid UTF-8")]
     NotUtf8 {
@@ -88,6 +97,10 @@ pub enum Error {
         /// What it should be, e.g. `a whole number from 1 to 9`.
         expected: String,
     },
+    /// A credential holds a control character (a line break, say), which no pgpass
+    /// line can carry.
+    #[error("a credential holds a control character, which a pgpass file cannot carry")]
+    PgpassControlCharacter,
     /// The private pgpass file could not be created.
     #[error("cannot create the private pgpass file")]
     Pgpass(#[source] std::io::Error),

@@ -33,6 +33,12 @@ impl Dsn {
         let Some(line) = self.pgpass_line() else {
             return Ok(None);
         };
+        // A pgpass line cannot escape a line break: one in a credential filled in
+        // after parsing (`fill_credentials`) would start a second line.
+        let fields = line.strip_suffix('\n').unwrap_or(&line);
+        if fields.contains(char::is_control) {
+            return Err(Error::PgpassControlCharacter);
+        }
         let dir = tempfile::Builder::new()
             .prefix("pgpass-")
             .permissions(std::fs::Permissions::from_mode(0o700))

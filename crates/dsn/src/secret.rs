@@ -15,6 +15,12 @@ impl Secret {
         &self.0
     }
 
+    /// Whether it holds a control character (a line break from a second line of
+    /// its file, say), which no password has and no pgpass line can carry.
+    pub fn has_control_character(&self) -> bool {
+        self.0.contains(char::is_control)
+    }
+
     /// The value, for a client library that must sign with it (the S3 secret key
     /// reaching `object_store`'s request signer). Never print it, log it or put it
     /// on a command line or in a child's environment.

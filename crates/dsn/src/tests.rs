@@ -2,7 +2,7 @@
 
 use proptest::prelude::*;
 
-use crate::{Dsn, Environment, Error, ParseError, SslMode, resolve};
+use crate::{Dsn, Environment, Error, ParseError, Secret, SslMode, resolve};
 
 const DATABASE_URLS: &[&str] = &[
     "SESSION_DATABASE_URL",
@@ -313,6 +313,13 @@ fn unreadable_empty_or_huge_secret_file_is_an_error() {
     let bom = dir.path().join("bom");
     std::fs::write(&bom, "\u{feff}postgres://u:pw@h/db\n").unwrap();
     insta::assert_snapshot!(error_for(&bom), @"DATABASE_URL_FILE: $SCRATCH/bom starts with a byte-order mark; save it without one");
+    let two_lines = dir.path().join("two-lines");
+    std::fs::write(
+        &two_lines,
+        "postgres://u:pw@h/db\npostgres://u:other@h/db\n",
+    )
+    .unwrap();
+    insta::assert_snapshot!(error_for(&two_lines), @"DATABASE_URL_FILE: $SCRATCH/two-lines holds more than one line; a secret is one line");
 
     let huge = dir.path().join("huge");
     std::fs::write(&huge, vec![b'x'; 100_000]).unwrap();
@@ -409,4 +416,25 @@ proptest! {
             prop_assert_eq!(resolved.dsn.host(), Some(expected_host.as_str()));
         }
     }
+}
+
+/// Found while writing the `dsn` fuzz target's filled-in case: a password filled in
+/// after parsing (from `KC_DB_PASSWORD`) could carry a line break into the pgpass
+/// file.
+#[test]
+fn a_filled_in_password_with_a_line_break_never_reaches_a_pgpass_file() {
+    let mut dsn = Dsn::parse("postgres://kc@db/keycloak").unwrap();
+    dsn.fill_credentials(None, Some(Secret::new("pw\n*:*:*:*:other".to_owned())));
+    assert!(matches!(
+        dsn.write_pgpass(),
+        Err(Error::PgpassControlCharacter)
+    ));
+    // Found by the fuzz target: a line break at the very end, which the first
+    // version of the check trimmed along with the line's own.
+    let mut dsn = Dsn::parse("postgres://kc@db/keycloak").unwrap();
+    dsn.fill_credentials(None, Some(Secret::new("pw\n".to_owned())));
+    assert!(matches!(
+        dsn.write_pgpass(),
+        Err(Error::PgpassControlCharacter)
+    ));
 }

@@ -1,7 +1,8 @@
 //! The backup scenario: `backup-cron once`, again and again, each run under one
 //! fault — PostgreSQL restarted mid-dump, the connection black-holed mid-dump
 //! (only the timeout can end it), `BACKUP_DIR` full (a small tmpfs, filled by a
-//! ballast file), SIGTERM mid-dump — with clean runs between them. `pg_dump`
+//! ballast file), SIGTERM mid-dump, and one pair at once: `BACKUP_DIR` full while
+//! the database is unreachable — with clean runs between them. `pg_dump`
 //! connects through a [`FaultProxy`] that slows it down, so "mid-dump" is a real
 //! moment: the harness waits until the dump's `.partial` file has grown.
 //!
@@ -35,6 +36,8 @@ enum Fault {
     BlackholeMidDump,
     DiskFull,
     SigtermMidDump,
+    /// Two at once: `BACKUP_DIR` full while the database is unreachable.
+    DiskFullUnreachable,
 }
 
 impl Fault {
@@ -45,6 +48,7 @@ impl Fault {
             Fault::BlackholeMidDump => "network blackhole mid-dump",
             Fault::DiskFull => "BACKUP_DIR full",
             Fault::SigtermMidDump => "SIGTERM mid-dump",
+            Fault::DiskFullUnreachable => "BACKUP_DIR full + database unreachable",
         }
     }
 
@@ -58,6 +62,8 @@ impl Fault {
             Fault::BlackholeMidDump => &["pg_dump_timeout"],
             Fault::DiskFull => &["disk_full"],
             Fault::SigtermMidDump => &["interrupted"],
+            // Whichever the run meets first.
+            Fault::DiskFullUnreachable => &["disk_full", "pg_dump_timeout", "db_unreachable"],
         }
     }
 
@@ -77,6 +83,9 @@ pub(crate) struct Setup<'a> {
     pub(crate) backup_password: &'a str,
     /// Full mode: keep going this long. Quick: each fault once.
     pub(crate) period: Option<Duration>,
+    /// Run the scheduler (`backup-cron run`) beside the faulted runs and report its
+    /// resources ([`crate::chaos::soak`]).
+    pub(crate) soak: bool,
 }
 
 /// The scenario's numbers and what went wrong.
@@ -88,6 +97,8 @@ pub(crate) struct Report {
     faults_that_missed: usize,
     longest_run: f64,
     skipped: Vec<String>,
+    /// `--soak`: the scheduler's resources, start and end, and its runs.
+    soak: Vec<(String, String)>,
     pub(crate) violations: Vec<String>,
 }
 
@@ -128,6 +139,7 @@ impl Report {
         for skipped in &self.skipped {
             rows.push(("skipped".to_owned(), skipped.clone()));
         }
+        rows.extend(self.soak.iter().cloned());
         rows
     }
 }
@@ -204,6 +216,11 @@ pub(crate) fn run(setup: &Setup<'_>, rng: &mut Rng) -> anyhow::Result<Report> {
             None
         }
     };
+    let scheduler = if setup.soak {
+        Some(Scheduler::start(setup, &storage)?)
+    } else {
+        None
+    };
     let mut bench = Bench {
         setup,
         proxy,
@@ -220,6 +237,7 @@ pub(crate) fn run(setup: &Setup<'_>, rng: &mut Rng) -> anyhow::Result<Report> {
     ];
     if tmpfs.is_some() {
         faults.push(Fault::DiskFull);
+        faults.push(Fault::DiskFullUnreachable);
     }
     bench.one_run(Fault::None)?;
     match setup.period {
@@ -230,6 +248,11 @@ pub(crate) fn run(setup: &Setup<'_>, rng: &mut Rng) -> anyhow::Result<Report> {
             }
         }
         Some(period) => {
+            // Each pair of faults at least twice, then random ones.
+            if tmpfs.is_some() {
+                bench.one_run(Fault::DiskFullUnreachable)?;
+                bench.one_run(Fault::DiskFullUnreachable)?;
+            }
             while started.elapsed() < period {
                 let fault = if rng.below(4) == 0 {
                     Fault::None
@@ -241,8 +264,89 @@ pub(crate) fn run(setup: &Setup<'_>, rng: &mut Rng) -> anyhow::Result<Report> {
         }
     }
     bench.one_run(Fault::None)?;
+    if let Some(scheduler) = scheduler {
+        let rows = scheduler.finish(&mut bench.report.violations)?;
+        bench.report.soak = rows;
+    }
     bench.report.seconds = started.elapsed().as_secs_f64();
     Ok(bench.report)
+}
+
+/// `backup-cron run` every 30 s into a directory of its own, straight to the
+/// database (the restarts still hit it, the proxy's faults do not), for the whole
+/// backup scenario.
+struct Scheduler {
+    child: std::process::Child,
+    dir: PathBuf,
+    log: PathBuf,
+    start: Option<super::soak::Sample>,
+}
+
+impl Scheduler {
+    fn start(setup: &Setup<'_>, storage: &Path) -> anyhow::Result<Scheduler> {
+        let dsn_file = secret_file(
+            setup.scratch,
+            "scheduler.dsn",
+            &format!(
+                "postgresql://gustav_backup:{}@127.0.0.1:{}/chaos_backup",
+                setup.backup_password,
+                setup.cluster.port()
+            ),
+        )?;
+        let dir = setup.scratch.join("scheduled-backups");
+        let log = setup.scratch.join("backup-cron-run.log");
+        let child = fixtures::command(&setup.bin.join("backup-cron"))
+            .arg("run")
+            .env("SESSION_DATABASE_URL_FILE", &dsn_file)
+            .env("BACKUP_DIR", &dir)
+            .env("SUPABASE_STORAGE_ROOT", storage)
+            .env("PG_DUMP", setup.cluster.bin_dir().join("pg_dump"))
+            .env("BACKUP_SCHEDULE", "*/30 * * * * *")
+            .env("BACKUP_PG_TIMEOUT_SECONDS", "60")
+            .env("RETENTION_DAYS", "0")
+            .env("BACKUP_KEEP_MIN", "2")
+            .env("LOG_FORMAT", "json")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("cannot start backup-cron run")?;
+        let pid = child.id();
+        std::thread::sleep(super::soak::WARM_UP);
+        Ok(Scheduler {
+            child,
+            dir,
+            log,
+            start: super::soak::Sample::of(pid, None),
+        })
+    }
+
+    fn finish(mut self, violations: &mut Vec<String>) -> anyhow::Result<Vec<(String, String)>> {
+        let end = super::soak::Sample::of(self.child.id(), None);
+        signal(self.child.id(), libc::SIGTERM);
+        let status = self.child.wait()?;
+        if !status.success() {
+            violations.push(format!(
+                "soak: backup-cron run exited with {status} after SIGTERM"
+            ));
+        }
+        let log = std::fs::read_to_string(&self.log)?;
+        let runs = log
+            .lines()
+            .filter(|line| line.contains("\"backup started\""))
+            .count();
+        let ok = log
+            .lines()
+            .filter(|line| line.contains("\"backup ok\""))
+            .count();
+        let kept = stamp_dirs(&self.dir)?.len();
+        let mut rows = super::soak::compare("backup scheduler", self.start, end, 0, violations);
+        rows.push((
+            "soak: backup scheduler runs".to_owned(),
+            format!("{runs} started, {ok} ok, {kept} kept by retention"),
+        ));
+        Ok(rows)
+    }
 }
 
 fn mount_tmpfs(dir: &Path) -> Result<Tmpfs, String> {
@@ -272,12 +376,16 @@ impl Bench<'_> {
         eprintln!("xtask chaos: backups: run under {}", fault.name());
         *self.report.runs.entry(fault.name()).or_default() += 1;
         let before = stamp_dirs(&self.backup_dir)?;
-        let ballast = if fault == Fault::DiskFull {
+        let ballast = if matches!(fault, Fault::DiskFull | Fault::DiskFullUnreachable) {
             Some(fill(&self.backup_dir)?)
         } else {
             None
         };
-        self.proxy.set(ProxyMode::Delay(Duration::from_millis(1)));
+        self.proxy.set(if fault == Fault::DiskFullUnreachable {
+            ProxyMode::Blackhole
+        } else {
+            ProxyMode::Delay(Duration::from_millis(1))
+        });
         let log = std::fs::File::create(self.setup.scratch.join("backup-cron.log"))?;
         let mut child = fixtures::command(&self.setup.bin.join("backup-cron"))
             .arg("once")

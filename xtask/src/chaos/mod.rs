@@ -16,11 +16,15 @@
 //!   for the passwords.
 //!
 //! `--quick` (part of `cargo xtask ci`) injects a handful of each fault; the full
-//! mode keeps injecting for `--minutes` (two thirds workers, one third backups).
+//! mode keeps injecting for `--minutes` (two thirds workers, one third backups),
+//! every pair of faults at least twice; `--soak MINUTES` is the full mode with a
+//! steady worker and the backup scheduler kept alive throughout and their
+//! resources compared at start and end ([`soak`]).
 //! Any violated invariant makes the task fail after the report is printed.
 
 mod backups;
 mod procscan;
+mod soak;
 mod workers;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -38,6 +42,8 @@ pub(crate) struct Options {
     pub(crate) minutes: f64,
     /// Seeds the fault schedule; printed, so a run can be repeated.
     pub(crate) seed: Option<u64>,
+    /// `--soak`: long-lived processes sampled at start and end.
+    pub(crate) soak: bool,
 }
 
 pub(crate) fn run(sh: &Shell, options: &Options) -> anyhow::Result<()> {
@@ -74,6 +80,7 @@ pub(crate) fn run(sh: &Shell, options: &Options) -> anyhow::Result<()> {
         worker_password: &passwords[0],
         fault_period: worker_period,
         quick: options.quick,
+        soak: options.soak,
     };
     let worker_report = workers::run(&setup, &mut rng)?;
     let backup_setup = backups::Setup {
@@ -83,6 +90,7 @@ pub(crate) fn run(sh: &Shell, options: &Options) -> anyhow::Result<()> {
         scratch: scratch.path(),
         backup_password: &passwords[1],
         period: backup_period,
+        soak: options.soak,
     };
     let backup_report = backups::run(&backup_setup, &mut rng)?;
     let scan_report = scan.stop();

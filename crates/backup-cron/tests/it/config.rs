@@ -311,6 +311,7 @@ fn every_variable_refuses_every_mistake_without_showing_it() {
         ),
         ("KC_DB_URL_FILE", Kind::File, Needs::Nothing),
         ("KC_DB_USERNAME", Kind::Text, Needs::Keycloak),
+        ("KC_DB_PASSWORD", Kind::Text, Needs::Keycloak),
         ("KC_DB_PASSWORD_FILE", Kind::File, Needs::Keycloak),
         ("SUPABASE_STORAGE_ROOT", Kind::Text, Needs::Nothing),
         ("RETENTION_DAYS", Kind::Number, Needs::Nothing),
@@ -322,7 +323,7 @@ fn every_variable_refuses_every_mistake_without_showing_it() {
         ("BACKUP_METRICS_FILE", Kind::Text, Needs::Nothing),
         ("LOG_FORMAT", Kind::Word("json"), Needs::Nothing),
         ("BACKUP_AGE_RECIPIENTS", Kind::Text, Needs::Nothing),
-        ("BACKUP_AGE_RECIPIENTS_FILE", Kind::File, Needs::Nothing),
+        ("BACKUP_AGE_RECIPIENTS_FILE", Kind::ListFile, Needs::Nothing),
         ("BACKUP_DRILL", Kind::Word("true"), Needs::Nothing),
         (
             "RESTORE_DATABASE_URL",
@@ -331,7 +332,7 @@ fn every_variable_refuses_every_mistake_without_showing_it() {
         ),
         ("RESTORE_DATABASE_URL_FILE", Kind::File, Needs::Drill),
         ("BACKUP_RESTORE_TIMEOUT_SECONDS", Kind::Number, Needs::Drill),
-        ("BACKUP_AGE_IDENTITY_FILE", Kind::File, Needs::Drill),
+        ("BACKUP_AGE_IDENTITY_FILE", Kind::ListFile, Needs::Drill),
         ("PSQL", Kind::Text, Needs::Drill),
         (
             "BACKUP_S3_URL",

@@ -33,6 +33,8 @@ pub(crate) struct Report {
     written_twice: u64,
     lost: u64,
     stuck: u64,
+    /// `--soak`: the steady worker's resources, start and end.
+    pub(super) soak: Vec<(String, String)>,
     pub(crate) violations: Vec<String>,
 }
 
@@ -110,6 +112,9 @@ impl Report {
             ),
             ("scenario time".into(), format!("{:.1} s", self.seconds)),
         ]
+        .into_iter()
+        .chain(self.soak.iter().cloned())
+        .collect()
     }
 
     pub(super) fn violation(&mut self, text: String) {

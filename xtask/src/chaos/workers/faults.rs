@@ -12,6 +12,10 @@ use crate::chaos::{Rng, signal};
 /// One roll (see [`World::inject`]) for each kind of fault.
 pub(super) const EVERY_FAULT: [usize; 7] = [5, 20, 35, 50, 60, 80, 95];
 
+/// One roll for each pair of faults injected together (rolls past the single ones):
+/// real outages come in pairs.
+pub(super) const EVERY_COMPOUND_FAULT: [usize; 4] = [100, 101, 102, 103];
+
 pub(super) struct FaultRecord {
     pub(super) kind: &'static str,
     /// `None`: every worker (a database restart).
@@ -65,10 +69,7 @@ impl World<'_> {
                 "sigterm"
             }
             45..57 => {
-                self.setup
-                    .cluster
-                    .restart()
-                    .context("cannot restart PostgreSQL")?;
+                self.restart_database()?;
                 self.record("pg_restart", None, started);
                 return Ok(());
             }
@@ -85,15 +86,89 @@ impl World<'_> {
                 self.proxies[slot].set(ProxyMode::Pass);
                 "network_blackhole"
             }
-            _ => {
+            88..100 => {
                 self.proxies[slot].set(ProxyMode::Drop);
                 std::thread::sleep(rng.seconds(0.3, 1.0));
                 self.proxies[slot].set(ProxyMode::Pass);
                 "network_drop"
             }
+            100 => {
+                // The database restarts while one worker's network is a black hole:
+                // it comes back to a server that forgot every session it had.
+                self.proxies[slot].set(ProxyMode::Blackhole);
+                std::thread::sleep(rng.seconds(0.5, 1.5));
+                self.restart_database()?;
+                std::thread::sleep(rng.seconds(1.0, 2.5));
+                self.proxies[slot].set(ProxyMode::Pass);
+                self.record("pg_restart+network_blackhole", None, started);
+                return Ok(());
+            }
+            101 => {
+                // A frozen worker, its heartbeat due or in flight (the stop lands at a
+                // random point of its third-of-a-lease cycle), and a database restart
+                // before it wakes: the heartbeat's connection is gone when it resumes.
+                let pid = self
+                    .workers
+                    .iter()
+                    .find(|w| w.slot == slot)
+                    .map(|w| w.child.id());
+                if let Some(pid) = pid {
+                    signal(pid, libc::SIGSTOP);
+                    std::thread::sleep(rng.seconds(0.3, 1.0));
+                    self.restart_database()?;
+                    std::thread::sleep(rng.seconds(2.0, 3.5));
+                    signal(pid, libc::SIGCONT);
+                }
+                self.record("sigstop+pg_restart", None, started);
+                return Ok(());
+            }
+            102 => {
+                // The LISTEN connection (and every other of that worker's) is
+                // terminated while the worker is partitioned: it learns of it only
+                // when the partition heals.
+                self.proxies[slot].set(ProxyMode::Blackhole);
+                std::thread::sleep(rng.seconds(0.3, 1.0));
+                let _ = self.db.poll(&format!(
+                    "select count(pg_terminate_backend(pid)) from pg_stat_activity \
+                     where application_name = 'chaos-slot-{slot}'"
+                ));
+                std::thread::sleep(rng.seconds(2.0, 3.5));
+                self.proxies[slot].set(ProxyMode::Pass);
+                "terminate_backends+network_blackhole"
+            }
+            _ => {
+                // One worker is killed while another shuts down gracefully: the
+                // graceful one returns its jobs while the killed one's leases lapse.
+                let other = (slot + 1) % WORKERS;
+                let stopping = self.take_worker(slot);
+                let killed = self.take_worker(other);
+                signal(stopping.child.id(), libc::SIGTERM);
+                std::thread::sleep(rng.seconds(0.05, 0.5));
+                let mut killed_child = killed.child;
+                signal(killed_child.id(), libc::SIGKILL);
+                let _ = killed_child.wait();
+                let (stopping_instance, killed_instance) = (stopping.instance, killed.instance);
+                self.wait_stopped(stopping, report);
+                self.spawn(slot)?;
+                self.spawn(other)?;
+                self.record(
+                    "sigterm+sigkill_of_another",
+                    Some(stopping_instance),
+                    started,
+                );
+                self.record("sigterm+sigkill_of_another", Some(killed_instance), started);
+                return Ok(());
+            }
         };
         self.record(kind, instance, started);
         Ok(())
+    }
+
+    fn restart_database(&mut self) -> anyhow::Result<()> {
+        self.setup
+            .cluster
+            .restart()
+            .context("cannot restart PostgreSQL")
     }
 
     fn record(&mut self, kind: &'static str, instance: Option<usize>, started: SystemTime) {

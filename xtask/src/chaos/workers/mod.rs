@@ -33,15 +33,19 @@ use fixtures::{FaultProxy, ProxyMode};
 use worker_core::stub::parse_stub_failures;
 use xshell::Shell;
 
-use crate::chaos::{Rng, signal};
+use crate::chaos::{Rng, signal, soak};
 use crate::db::{Db, secret_file};
 
 pub(crate) use checks::Report;
-use faults::{EVERY_FAULT, FaultRecord};
+use faults::{EVERY_COMPOUND_FAULT, EVERY_FAULT, FaultRecord};
 use model::{MAX_RETRIES, STUB_FAIL, seed};
 
 const WORKERS: usize = 3;
+/// The soak run's extra worker: never killed or stopped, so it lives the whole run.
+const STEADY: usize = WORKERS;
 const CONCURRENCY: &str = "64";
+/// Its pool (`WORKER_CONCURRENCY` + 2) and its LISTEN connection.
+const MAX_CONNECTIONS: u64 = 64 + 2 + 1;
 const LEASE_SECONDS: &str = "2";
 /// Longer than the lease: every job needs heartbeats to survive.
 const STUB_DELAY_MS: &str = "2200";
@@ -54,6 +58,8 @@ pub(crate) struct Setup<'a> {
     pub(crate) worker_password: &'a str,
     pub(crate) fault_period: Duration,
     pub(crate) quick: bool,
+    /// Keep a steady worker and report its resources ([`crate::chaos::soak`]).
+    pub(crate) soak: bool,
 }
 
 struct Worker {
@@ -109,7 +115,8 @@ pub(crate) fn run(setup: &Setup<'_>, rng: &mut Rng) -> anyhow::Result<Report> {
         faults: Vec::new(),
     };
     let target = std::net::SocketAddr::from(([127, 0, 0, 1], setup.cluster.port()));
-    for slot in 0..WORKERS {
+    let slots = if setup.soak { WORKERS + 1 } else { WORKERS };
+    for slot in 0..slots {
         let proxy = FaultProxy::start(target)?;
         let dsn = format!(
             "postgresql://gustav_worker:{}@127.0.0.1:{}/chaos?application_name=chaos-slot-{slot}",
@@ -123,7 +130,7 @@ pub(crate) fn run(setup: &Setup<'_>, rng: &mut Rng) -> anyhow::Result<Report> {
         )?);
         world.proxies.push(proxy);
     }
-    for slot in 0..WORKERS {
+    for slot in 0..slots {
         world.spawn(slot)?;
     }
 
@@ -133,8 +140,16 @@ pub(crate) fn run(setup: &Setup<'_>, rng: &mut Rng) -> anyhow::Result<Report> {
     );
     let faults_started = Instant::now();
     let mut next_feed = Instant::now() + Duration::from_secs(10);
-    // Every kind of fault at least once, in random order, then random ones.
+    let mut steady_start = None;
+    let mut next_steady_fault = Instant::now() + soak::WARM_UP + Duration::from_secs(15);
+    let mut steady_faults = 0usize;
+    // Every kind of fault at least once and every pair of faults twice (once in a
+    // quick run), in random order, then random single ones.
     let mut deck: Vec<usize> = EVERY_FAULT.to_vec();
+    let pair_rounds = if setup.quick { 1 } else { 2 };
+    for _ in 0..pair_rounds {
+        deck.extend(EVERY_COMPOUND_FAULT);
+    }
     while faults_started.elapsed() < setup.fault_period || !deck.is_empty() {
         std::thread::sleep(rng.seconds(0.8, 2.2));
         if !setup.quick && Instant::now() >= next_feed {
@@ -149,6 +164,14 @@ pub(crate) fn run(setup: &Setup<'_>, rng: &mut Rng) -> anyhow::Result<Report> {
             deck.swap_remove(rng.below(deck.len()))
         };
         world.inject(roll, rng, &mut report)?;
+        if setup.soak && steady_start.is_none() && faults_started.elapsed() >= soak::WARM_UP {
+            steady_start = world.sample_steady();
+        }
+        if setup.soak && Instant::now() >= next_steady_fault {
+            world.fault_steady(steady_faults, rng)?;
+            steady_faults += 1;
+            next_steady_fault += Duration::from_secs(30);
+        }
     }
     for proxy in &world.proxies {
         proxy.set(ProxyMode::Pass);
@@ -180,6 +203,16 @@ pub(crate) fn run(setup: &Setup<'_>, rng: &mut Rng) -> anyhow::Result<Report> {
             }
         }
         std::thread::sleep(Duration::from_millis(250));
+    }
+    if setup.soak {
+        let steady_end = world.sample_steady();
+        report.soak = soak::compare(
+            "steady worker",
+            steady_start,
+            steady_end,
+            MAX_CONNECTIONS,
+            &mut report.violations,
+        );
     }
     for worker in std::mem::take(&mut world.workers) {
         world.stop(worker, &mut report);
@@ -225,6 +258,58 @@ impl World<'_> {
         Ok(())
     }
 
+    /// The steady worker's resources and its sessions in the database.
+    fn sample_steady(&self) -> Option<soak::Sample> {
+        let pid = self.workers.iter().find(|w| w.slot == STEADY)?.child.id();
+        let connections = self
+            .db
+            .poll(&format!(
+                "select count(*) from pg_stat_activity where application_name = 'chaos-slot-{STEADY}'"
+            ))
+            .ok()
+            .and_then(|count| count.trim().parse().ok());
+        soak::Sample::of(pid, connections)
+    }
+
+    /// Faults that leave the steady worker running, in turn: its network black-holed,
+    /// its connections dropped, its sessions terminated.
+    fn fault_steady(&mut self, turn: usize, rng: &mut Rng) -> anyhow::Result<()> {
+        let instance = self
+            .workers
+            .iter()
+            .find(|w| w.slot == STEADY)
+            .map(|w| w.instance);
+        let started = std::time::SystemTime::now();
+        let kind = match turn % 3 {
+            0 => {
+                self.proxies[STEADY].set(ProxyMode::Blackhole);
+                std::thread::sleep(rng.seconds(2.5, 4.0));
+                self.proxies[STEADY].set(ProxyMode::Pass);
+                "network_blackhole"
+            }
+            1 => {
+                self.proxies[STEADY].set(ProxyMode::Drop);
+                std::thread::sleep(rng.seconds(0.3, 1.0));
+                self.proxies[STEADY].set(ProxyMode::Pass);
+                "network_drop"
+            }
+            _ => {
+                let _ = self.db.poll(&format!(
+                    "select count(pg_terminate_backend(pid)) from pg_stat_activity \
+                     where application_name = 'chaos-slot-{STEADY}'"
+                ));
+                "terminate_backends"
+            }
+        };
+        self.faults.push(FaultRecord {
+            kind,
+            instance,
+            started,
+            ended: std::time::SystemTime::now(),
+        });
+        Ok(())
+    }
+
     fn take_worker(&mut self, slot: usize) -> Worker {
         let index = self
             .workers
@@ -235,8 +320,13 @@ impl World<'_> {
     }
 
     /// SIGTERM, then the exit the spec promises: 0, after the grace period.
-    fn stop(&mut self, mut worker: Worker, report: &mut Report) {
+    fn stop(&mut self, worker: Worker, report: &mut Report) {
         signal(worker.child.id(), libc::SIGTERM);
+        self.wait_stopped(worker, report);
+    }
+
+    /// The exit after a SIGTERM already sent: 0, within 30 s.
+    fn wait_stopped(&mut self, mut worker: Worker, report: &mut Report) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             match worker.child.try_wait() {
