@@ -43,11 +43,7 @@ impl World<'_> {
             0..10 => {
                 // A long GC-like pause or a frozen VM: the process wakes up
                 // after its leases expired, with its timers all due at once.
-                let pid = self
-                    .workers
-                    .iter()
-                    .find(|w| w.slot == slot)
-                    .map(|w| w.child.id());
+                let pid = self.pid(slot);
                 if let Some(pid) = pid {
                     signal(pid, libc::SIGSTOP);
                     std::thread::sleep(rng.seconds(2.5, 4.0));
@@ -81,15 +77,11 @@ impl World<'_> {
                 "terminate_backends"
             }
             72..88 => {
-                self.proxies[slot].set(ProxyMode::Blackhole);
-                std::thread::sleep(rng.seconds(2.5, 4.0));
-                self.proxies[slot].set(ProxyMode::Pass);
+                self.cut(slot, ProxyMode::Blackhole, rng.seconds(2.5, 4.0));
                 "network_blackhole"
             }
             88..100 => {
-                self.proxies[slot].set(ProxyMode::Drop);
-                std::thread::sleep(rng.seconds(0.3, 1.0));
-                self.proxies[slot].set(ProxyMode::Pass);
+                self.cut(slot, ProxyMode::Drop, rng.seconds(0.3, 1.0));
                 "network_drop"
             }
             100 => {
@@ -107,11 +99,7 @@ impl World<'_> {
                 // A frozen worker, its heartbeat due or in flight (the stop lands at a
                 // random point of its third-of-a-lease cycle), and a database restart
                 // before it wakes: the heartbeat's connection is gone when it resumes.
-                let pid = self
-                    .workers
-                    .iter()
-                    .find(|w| w.slot == slot)
-                    .map(|w| w.child.id());
+                let pid = self.pid(slot);
                 if let Some(pid) = pid {
                     signal(pid, libc::SIGSTOP);
                     std::thread::sleep(rng.seconds(0.3, 1.0));
@@ -162,6 +150,21 @@ impl World<'_> {
         };
         self.record(kind, instance, started);
         Ok(())
+    }
+
+    /// The process id of the worker in `slot`.
+    pub(super) fn pid(&self, slot: usize) -> Option<u32> {
+        self.workers
+            .iter()
+            .find(|worker| worker.slot == slot)
+            .map(|worker| worker.child.id())
+    }
+
+    /// `slot`'s network in `mode` for `how_long`, then healed.
+    pub(super) fn cut(&self, slot: usize, mode: ProxyMode, how_long: std::time::Duration) {
+        self.proxies[slot].set(mode);
+        std::thread::sleep(how_long);
+        self.proxies[slot].set(ProxyMode::Pass);
     }
 
     fn restart_database(&mut self) -> anyhow::Result<()> {

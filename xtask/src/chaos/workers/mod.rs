@@ -260,7 +260,7 @@ impl World<'_> {
 
     /// The steady worker's resources and its sessions in the database.
     fn sample_steady(&self) -> Option<soak::Sample> {
-        let pid = self.workers.iter().find(|w| w.slot == STEADY)?.child.id();
+        let pid = self.pid(STEADY)?;
         let connections = self
             .db
             .poll(&format!(
@@ -282,15 +282,11 @@ impl World<'_> {
         let started = std::time::SystemTime::now();
         let kind = match turn % 3 {
             0 => {
-                self.proxies[STEADY].set(ProxyMode::Blackhole);
-                std::thread::sleep(rng.seconds(2.5, 4.0));
-                self.proxies[STEADY].set(ProxyMode::Pass);
+                self.cut(STEADY, ProxyMode::Blackhole, rng.seconds(2.5, 4.0));
                 "network_blackhole"
             }
             1 => {
-                self.proxies[STEADY].set(ProxyMode::Drop);
-                std::thread::sleep(rng.seconds(0.3, 1.0));
-                self.proxies[STEADY].set(ProxyMode::Pass);
+                self.cut(STEADY, ProxyMode::Drop, rng.seconds(0.3, 1.0));
                 "network_drop"
             }
             _ => {
