@@ -57,6 +57,7 @@ pub(crate) fn validate(sh: &Shell) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
+    use std::path::Path;
 
     use serde_json::Value;
 
@@ -80,21 +81,20 @@ mod tests {
         "BACKUP_AGE_RECIPIENTS",
     ];
 
+    fn parse(path: &Path) -> Value {
+        let text = std::fs::read_to_string(path).unwrap();
+        serde_yaml_ng::from_str(&text).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+    }
+
     fn load(name: &str) -> Value {
-        let path = project_root().join("deploy/kubernetes").join(name);
-        let text = std::fs::read_to_string(&path).unwrap();
-        serde_yaml_ng::from_str(&text).unwrap_or_else(|error| panic!("{name}: {error}"))
+        parse(&project_root().join("deploy/kubernetes").join(name))
     }
 
     fn all() -> Vec<(String, Value)> {
         manifests()
             .unwrap()
             .into_iter()
-            .map(|path| {
-                let text = std::fs::read_to_string(&path).unwrap();
-                let value = serde_yaml_ng::from_str(&text).unwrap();
-                (path.display().to_string(), value)
-            })
+            .map(|path| (path.display().to_string(), parse(&path)))
             .collect()
     }
 

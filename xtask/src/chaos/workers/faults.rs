@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use anyhow::Context as _;
 use fixtures::ProxyMode;
 
-use super::{Report, WORKERS, World};
+use super::{Report, STEADY, WORKERS, World};
 use crate::chaos::{Rng, signal};
 
 /// One roll (see [`World::inject`]) for each kind of fault.
@@ -33,11 +33,7 @@ impl World<'_> {
         report: &mut Report,
     ) -> anyhow::Result<()> {
         let slot = rng.below(WORKERS);
-        let instance = self
-            .workers
-            .iter()
-            .find(|worker| worker.slot == slot)
-            .map(|worker| worker.instance);
+        let instance = self.instance(slot);
         let started = SystemTime::now();
         let kind = match roll {
             0..10 => {
@@ -70,10 +66,7 @@ impl World<'_> {
                 return Ok(());
             }
             57..72 => {
-                let _ = self.db.poll(&format!(
-                    "select count(pg_terminate_backend(pid)) from pg_stat_activity \
-                     where application_name = 'chaos-slot-{slot}'"
-                ));
+                self.terminate_sessions(slot);
                 "terminate_backends"
             }
             72..88 => {
@@ -116,10 +109,7 @@ impl World<'_> {
                 // when the partition heals.
                 self.proxies[slot].set(ProxyMode::Blackhole);
                 std::thread::sleep(rng.seconds(0.3, 1.0));
-                let _ = self.db.poll(&format!(
-                    "select count(pg_terminate_backend(pid)) from pg_stat_activity \
-                     where application_name = 'chaos-slot-{slot}'"
-                ));
+                self.terminate_sessions(slot);
                 std::thread::sleep(rng.seconds(2.0, 3.5));
                 self.proxies[slot].set(ProxyMode::Pass);
                 "terminate_backends+network_blackhole"
@@ -152,6 +142,44 @@ impl World<'_> {
         Ok(())
     }
 
+    /// Faults that leave the soak run's steady worker running, in turn: its network
+    /// black-holed, its connections dropped, its sessions terminated.
+    pub(super) fn fault_steady(&mut self, turn: usize, rng: &mut Rng) {
+        let instance = self.instance(STEADY);
+        let started = SystemTime::now();
+        let kind = match turn % 3 {
+            0 => {
+                self.cut(STEADY, ProxyMode::Blackhole, rng.seconds(2.5, 4.0));
+                "network_blackhole"
+            }
+            1 => {
+                self.cut(STEADY, ProxyMode::Drop, rng.seconds(0.3, 1.0));
+                "network_drop"
+            }
+            _ => {
+                self.terminate_sessions(STEADY);
+                "terminate_backends"
+            }
+        };
+        self.record(kind, instance, started);
+    }
+
+    /// The instance number of the worker in `slot`.
+    fn instance(&self, slot: usize) -> Option<usize> {
+        self.workers
+            .iter()
+            .find(|worker| worker.slot == slot)
+            .map(|worker| worker.instance)
+    }
+
+    /// Every session of `slot`'s worker terminated (its LISTEN connection among them).
+    fn terminate_sessions(&self, slot: usize) {
+        let _ = self.db.poll(&format!(
+            "select count(pg_terminate_backend(pid)) from pg_stat_activity \
+             where application_name = 'chaos-slot-{slot}'"
+        ));
+    }
+
     /// The process id of the worker in `slot`.
     pub(super) fn pid(&self, slot: usize) -> Option<u32> {
         self.workers
@@ -161,7 +189,7 @@ impl World<'_> {
     }
 
     /// `slot`'s network in `mode` for `how_long`, then healed.
-    pub(super) fn cut(&self, slot: usize, mode: ProxyMode, how_long: std::time::Duration) {
+    fn cut(&self, slot: usize, mode: ProxyMode, how_long: std::time::Duration) {
         self.proxies[slot].set(mode);
         std::thread::sleep(how_long);
         self.proxies[slot].set(ProxyMode::Pass);

@@ -168,7 +168,7 @@ pub(crate) fn run(setup: &Setup<'_>, rng: &mut Rng) -> anyhow::Result<Report> {
             steady_start = world.sample_steady();
         }
         if setup.soak && Instant::now() >= next_steady_fault {
-            world.fault_steady(steady_faults, rng)?;
+            world.fault_steady(steady_faults, rng);
             steady_faults += 1;
             next_steady_fault += Duration::from_secs(30);
         }
@@ -269,41 +269,6 @@ impl World<'_> {
             .ok()
             .and_then(|count| count.trim().parse().ok());
         soak::Sample::of(pid, connections)
-    }
-
-    /// Faults that leave the steady worker running, in turn: its network black-holed,
-    /// its connections dropped, its sessions terminated.
-    fn fault_steady(&mut self, turn: usize, rng: &mut Rng) -> anyhow::Result<()> {
-        let instance = self
-            .workers
-            .iter()
-            .find(|w| w.slot == STEADY)
-            .map(|w| w.instance);
-        let started = std::time::SystemTime::now();
-        let kind = match turn % 3 {
-            0 => {
-                self.cut(STEADY, ProxyMode::Blackhole, rng.seconds(2.5, 4.0));
-                "network_blackhole"
-            }
-            1 => {
-                self.cut(STEADY, ProxyMode::Drop, rng.seconds(0.3, 1.0));
-                "network_drop"
-            }
-            _ => {
-                let _ = self.db.poll(&format!(
-                    "select count(pg_terminate_backend(pid)) from pg_stat_activity \
-                     where application_name = 'chaos-slot-{STEADY}'"
-                ));
-                "terminate_backends"
-            }
-        };
-        self.faults.push(FaultRecord {
-            kind,
-            instance,
-            started,
-            ended: std::time::SystemTime::now(),
-        });
-        Ok(())
     }
 
     fn take_worker(&mut self, slot: usize) -> Worker {
