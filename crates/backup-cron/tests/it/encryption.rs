@@ -296,8 +296,10 @@ async fn no_plaintext_reaches_the_partial_file() {
     let stored = std::fs::read(&partial).unwrap();
     assert!(stored.starts_with(b"age-encryption.org/v1\n"));
     assert!(!contains(&stored, b"PLAINTEXT-MARKER"));
+    // The whole ten-byte member header the gzip writer emits: its first three bytes
+    // alone turn up by chance in a few megabytes of ciphertext one run in ten.
     assert!(
-        !contains(&stored, b"\x1f\x8b\x08"),
+        !contains(&stored, b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"),
         "no gzip stream in the clear"
     );
     let pid = i32::try_from(child.id()).unwrap();
