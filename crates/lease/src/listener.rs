@@ -129,19 +129,18 @@ async fn listen_once<T: ListenerTls>(
     config: &Config,
     tls: &T,
     listen: &str,
-    wake: &Notify,
+    wake: &Arc<Notify>,
     connected: &AtomicBool,
 ) -> Result<(), tokio_postgres::Error> {
     let (client, mut connection) = config.connect(tls.clone()).await?;
-    let (listening, mut messages) = tokio::sync::mpsc::unbounded_channel();
+    // The task that reads the connection wakes the worker itself: a hop through
+    // another task would put one more scheduling delay between a job's commit and
+    // its lease.
+    let notifications = Arc::clone(wake);
     let driver = tokio::spawn(async move {
         loop {
             match std::future::poll_fn(|context| connection.poll_message(context)).await {
-                Some(Ok(AsyncMessage::Notification(_))) => {
-                    if listening.send(()).is_err() {
-                        return Ok(());
-                    }
-                }
+                Some(Ok(AsyncMessage::Notification(_))) => notifications.notify_one(),
                 Some(Ok(_)) => {}
                 Some(Err(error)) => return Err(error),
                 None => return Ok(()),
@@ -153,9 +152,7 @@ async fn listen_once<T: ListenerTls>(
     tracing::debug!("listening for job notifications");
     // Anything sent while we were away is lost: look once.
     wake.notify_one();
-    while messages.recv().await.is_some() {
-        wake.notify_one();
-    }
+    let ended = driver.await.unwrap_or(Ok(()));
     drop(client);
-    driver.await.unwrap_or(Ok(()))
+    ended
 }

@@ -46,7 +46,7 @@ pub(crate) fn run(sh: &Shell, quick: bool, only: Option<&str>) -> anyhow::Result
             scale: 20,
             notes_rows: 400_000,
             jobs: 20_000,
-            pickups: 300,
+            pickups: 1_000,
             essay_rows: 400_000,
         }
     };
@@ -663,10 +663,12 @@ fn worker_cases(
         rows.push(format!("| learning-worker drain, stub, {mix}, index: {index} | concurrency {concurrency} | {rate:.0} jobs/s{peer} | {} jobs in {seconds:.2} s (process start included); {commits:.2} commits and {flushes:.2} WAL flushes per job |", settings.jobs));
         json.push(format!("{{\"case\":\"worker_pipeline\",\"index\":\"{index}\",\"submissions\":\"{mix}\",\"concurrency\":{concurrency},\"jobs_per_s\":{rate:.1},\"commits_per_job\":{commits:.3},\"wal_flushes_per_job\":{flushes:.3}}}"));
     }
-    let (latency_row, latency_json) =
-        pickup_latency(&psql, &fresh_db("bench_pickup")?, &worker, settings.pickups)?;
-    rows.push(latency_row);
-    json.push(latency_json);
+    for (latency_row, latency_json) in
+        pickup_latency(&psql, &fresh_db("bench_pickup")?, &worker, settings.pickups)?
+    {
+        rows.push(latency_row);
+        json.push(latency_json);
+    }
     let (heartbeat_row, heartbeat_json) =
         heartbeat_cost(&psql, &fresh_db("bench_heartbeat")?, &worker)?;
     rows.push(heartbeat_row);
@@ -693,13 +695,16 @@ fn pgqueuer_python(sh: &Shell) -> anyhow::Result<PathBuf> {
 }
 
 /// An idle worker, jobs inserted one at a time: insert → lease, by the database's
-/// own clock (a trigger records the moment each job becomes leased).
+/// own clock (a trigger records the moment each job becomes leased). Two rounds:
+/// the enqueuer's commit durable, as the platform's are, and then not waiting for
+/// its WAL flush, which leaves the worker's part alone (the job is visible and its
+/// notification sent before the disk has the commit).
 fn pickup_latency(
     psql: &Psql<'_>,
     db: &str,
     worker: &Path,
     pickups: u32,
-) -> anyhow::Result<(String, String)> {
+) -> anyhow::Result<Vec<(String, String)>> {
     psql.run(
         db,
         "create table pickup_log (job_id uuid, created_at timestamptz, leased_at timestamptz);
@@ -708,9 +713,22 @@ fn pickup_latency(
          create trigger log_pickup after update of status on learning_submission_jobs
            for each row when (new.status = 'leased' and old.status = 'queued') execute function log_pickup();",
     )?;
+    let rounds = [
+        ("durable enqueuer", "durable", ""),
+        (
+            "enqueuer's commit not waiting for its flush: the worker's part",
+            "visible",
+            "set synchronous_commit = off;\n",
+        ),
+    ];
+    let submissions = pickups * u32::try_from(rounds.len())?;
     psql.run(
         db,
-        &(seed::tasks_sql(1, 1) + &seed::submissions(1000).students(1).without_jobs().sql()),
+        &(seed::tasks_sql(1, 1)
+            + &seed::submissions(submissions)
+                .students(1)
+                .without_jobs()
+                .sql()),
     )?;
     let dsn = psql.dsn_as("gustav_worker", db);
     let child = spawn_worker(worker, &dsn, &[])?;
@@ -722,37 +740,41 @@ fn pickup_latency(
         )
         .is_ok_and(|n| n == "1")
     })?;
-    let mut statements = String::new();
-    for _ in 0..pickups {
-        // clock_timestamp() for created_at: each insert is its own statement, spaced
-        // by psql's round trips.
-        statements.push_str(&seed::enqueue_one_sql());
-        statements.push_str("select pg_sleep(0.01);\n");
+    let mut measured = Vec::new();
+    for (label, case, setting) in rounds {
+        let mut statements = format!("truncate pickup_log;\n{setting}");
+        for _ in 0..pickups {
+            // clock_timestamp() for created_at: each insert is its own statement,
+            // spaced by psql's round trips.
+            statements.push_str(&seed::enqueue_one_sql());
+            statements.push_str("select pg_sleep(0.01);\n");
+        }
+        psql.run(db, &statements)?;
+        wait_for(|| {
+            psql.run(db, &format!("select count(*) >= {pickups} from pickup_log"))
+                .is_ok_and(|done| done == "t")
+        })?;
+        let percentiles = psql.run(
+            db,
+            "select array_to_string(array(select round(p::numeric, 2) from unnest( \
+                    (select percentile_cont(array[0.5, 0.95, 0.99]) within group \
+                       (order by extract(epoch from leased_at - created_at) * 1000) from pickup_log)) p), ',')",
+        )?;
+        let values: Vec<&str> = percentiles.split(',').collect();
+        ensure!(values.len() == 3, "unexpected percentiles {percentiles}");
+        measured.push((
+            format!(
+                "| pickup latency, idle worker, {label} | {pickups} single inserts | p50 {} ms, p95 {} ms, p99 {} ms | insert → leased, database clock |",
+                values[0], values[1], values[2]
+            ),
+            format!(
+                "{{\"case\":\"pickup_latency_ms\",\"enqueuer\":\"{case}\",\"p50\":{},\"p95\":{},\"p99\":{}}}",
+                values[0], values[1], values[2]
+            ),
+        ));
     }
-    psql.run(db, &statements)?;
-    wait_for(|| {
-        psql.run(db, &format!("select count(*) >= {pickups} from pickup_log"))
-            .is_ok_and(|done| done == "t")
-    })?;
     drop(child);
-    let percentiles = psql.run(
-        db,
-        "select array_to_string(array(select round(p::numeric, 2) from unnest( \
-                (select percentile_cont(array[0.5, 0.95, 0.99]) within group \
-                   (order by extract(epoch from leased_at - created_at) * 1000) from pickup_log)) p), ',')",
-    )?;
-    let values: Vec<&str> = percentiles.split(',').collect();
-    ensure!(values.len() == 3, "unexpected percentiles {percentiles}");
-    Ok((
-        format!(
-            "| pickup latency, idle worker | {pickups} single inserts | p50 {} ms, p95 {} ms, p99 {} ms | insert → leased, database clock |",
-            values[0], values[1], values[2]
-        ),
-        format!(
-            "{{\"case\":\"pickup_latency_ms\",\"p50\":{},\"p95\":{},\"p99\":{}}}",
-            values[0], values[1], values[2]
-        ),
-    ))
+    Ok(measured)
 }
 
 /// 16 jobs in flight for several heartbeat intervals: how many heartbeat
