@@ -33,8 +33,9 @@ pub const BLOCK_SIZE: usize = 128 * 1024;
 const DICTIONARY_SIZE: usize = 32 * 1024;
 /// A final, empty, fixed-Huffman deflate block: ends the stream after sync flushes.
 const FINAL_EMPTY_BLOCK: [u8; 2] = [0x03, 0x00];
-/// gzip header: magic, deflate, no flags, no mtime, no extra flags, OS unknown.
-const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0x00, 0xff];
+/// The gzip header every stream starts with: magic, deflate, no flags, no mtime,
+/// no extra flags, OS unknown.
+pub const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0x00, 0xff];
 
 /// What was written, once the stream is finished.
 #[derive(Debug)]

@@ -28,15 +28,7 @@ pub(crate) struct Sample {
 impl Sample {
     /// Reads `/proc/<pid>`; `None` when the process is gone.
     pub(crate) fn of(pid: u32, connections: Option<u64>) -> Option<Sample> {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let rss_kib = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))?
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()?;
+        let rss_kib = fixtures::memory_kib(pid, "VmRSS")?;
         let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count();
         Some(Sample {
             rss_kib,

@@ -392,21 +392,12 @@ fn a_gigabyte_goes_off_site_in_flat_memory() {
     // `ru_maxrss` that `wait4` reports would also hold this test process's peak,
     // which a spawned child inherits until its `exec`. Being a high-water mark, a
     // sample misses at most what the last few milliseconds before exit added.
-    let status_path = format!("/proc/{}/status", child.id());
     let mut peak_kib = 0u64;
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        let high_water = std::fs::read_to_string(&status_path)
-            .ok()
-            .and_then(|status| {
-                status
-                    .lines()
-                    .find_map(|line| line.strip_prefix("VmHWM:"))
-                    .and_then(|value| value.trim().trim_end_matches(" kB").parse().ok())
-            });
-        peak_kib = peak_kib.max(high_water.unwrap_or(0));
+        peak_kib = peak_kib.max(fixtures::memory_kib(child.id(), "VmHWM").unwrap_or(0));
         std::thread::sleep(std::time::Duration::from_millis(10));
     };
     assert!(status.success(), "sync failed: {status}");
