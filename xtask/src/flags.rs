@@ -15,7 +15,7 @@ tasks:
                   variables deploy/compose.offline.yaml needs
   bench           backup and worker benchmarks against the usual alternatives
   bench --quick   a smoke run of the same, under a minute or two
-  bench --only SECTION   one section: backup, formats, platform or worker (with --quick too)
+  bench --only SECTION   one section: worker, latency, backup, formats or platform (with --quick too)
   chaos           workers and backups under injected faults, checked for lost,
                   duplicated or leaked work (options: --minutes N, default 10;
                   --seed S to repeat a fault schedule)
@@ -29,7 +29,7 @@ tasks:
                   per target, default 60; --target NAME for one)";
 
 /// The sections of `cargo xtask bench`.
-pub(crate) const BENCH_SECTIONS: [&str; 4] = ["backup", "formats", "platform", "worker"];
+pub(crate) const BENCH_SECTIONS: [&str; 5] = ["worker", "latency", "backup", "formats", "platform"];
 
 /// What to do.
 pub(crate) enum Task {

@@ -84,6 +84,10 @@ pub(crate) fn run(sh: &Shell, quick: bool, only: Option<&str>) -> anyhow::Result
         let worker = worker_cases(sh, &cluster, &settings, fsync)?;
         std::fs::write(out_dir.join("worker.json"), &worker)?;
     }
+    if wanted("latency") {
+        let latency = latency_cases(sh, &cluster, &settings)?;
+        std::fs::write(out_dir.join("latency.json"), &latency)?;
+    }
     if wanted("backup") {
         let backup = backup_cases(sh, &cluster, scratch.path(), &settings)?;
         std::fs::write(out_dir.join("backup.json"), &backup)?;
@@ -161,6 +165,18 @@ impl Psql<'_> {
     /// The superuser over the unix socket (trust).
     fn dsn(&self, db: &str) -> String {
         self.dsn_as("postgres", db)
+    }
+
+    /// A new database `name` with the worker's schema, its role able to log in.
+    fn fresh_worker_db(&self, name: &str) -> anyhow::Result<String> {
+        self.run(
+            "postgres",
+            &format!("drop database if exists {name}; create database {name}"),
+        )?;
+        self.run(name, worker_core::schema::SQL)?;
+        // The worker's own role (RLS and all), over the socket: trust, no password.
+        self.run(name, "alter role gustav_worker login")?;
+        Ok(name.to_owned())
     }
 
     /// `user` over the unix socket (trust): no password involved in the measurement.
@@ -546,16 +562,7 @@ fn worker_cases(
         Ok(())
     };
     let seed_text = |db: &str, jobs: u32| seed_mix(db, jobs, 0);
-    let fresh_db = |name: &str| -> anyhow::Result<String> {
-        psql.run(
-            "postgres",
-            &format!("drop database if exists {name}; create database {name}"),
-        )?;
-        psql.run(name, worker_core::schema::SQL)?;
-        // The worker's own role (RLS and all), over the socket: trust, no password.
-        psql.run(name, "alter role gustav_worker login")?;
-        Ok(name.to_owned())
-    };
+    let fresh_db = |name: &str| psql.fresh_worker_db(name);
     // The index the platform's database has, (status, visible_at), and not the
     // worker's own (status, visible_at, created_at): what a database looks like
     // before schema.sql ran, or where it could not.
@@ -663,18 +670,37 @@ fn worker_cases(
         rows.push(format!("| learning-worker drain, stub, {mix}, index: {index} | concurrency {concurrency} | {rate:.0} jobs/s{peer} | {} jobs in {seconds:.2} s (process start included); {commits:.2} commits and {flushes:.2} WAL flushes per job |", settings.jobs));
         json.push(format!("{{\"case\":\"worker_pipeline\",\"index\":\"{index}\",\"submissions\":\"{mix}\",\"concurrency\":{concurrency},\"jobs_per_s\":{rate:.1},\"commits_per_job\":{commits:.3},\"wal_flushes_per_job\":{flushes:.3}}}"));
     }
-    for (latency_row, latency_json) in
-        pickup_latency(&psql, &fresh_db("bench_pickup")?, &worker, settings.pickups)?
-    {
-        rows.push(latency_row);
-        json.push(latency_json);
-    }
+    print_table(
+        "Worker and queue",
+        "| case | setting | result | detail |\n|---|---|---|---|",
+        &rows,
+    );
+    Ok(format!("[{}]\n", json.join(",\n")))
+}
+
+/// An idle worker's pickup latency and a busy one's heartbeat statements: how long a
+/// student waits for a job to start, and what keeping leases alive costs the database.
+fn latency_cases(
+    sh: &Shell,
+    cluster: &fixtures::TestCluster,
+    settings: &Settings,
+) -> anyhow::Result<String> {
+    let psql = Psql { sh, cluster };
+    let worker = project_root().join("target/release/learning-worker");
+    let (mut rows, mut json): (Vec<String>, Vec<String>) = pickup_latency(
+        &psql,
+        &psql.fresh_worker_db("bench_pickup")?,
+        &worker,
+        settings.pickups,
+    )?
+    .into_iter()
+    .unzip();
     let (heartbeat_row, heartbeat_json) =
-        heartbeat_cost(&psql, &fresh_db("bench_heartbeat")?, &worker)?;
+        heartbeat_cost(&psql, &psql.fresh_worker_db("bench_heartbeat")?, &worker)?;
     rows.push(heartbeat_row);
     json.push(heartbeat_json);
     print_table(
-        "Worker and queue",
+        "Worker latency and heartbeats",
         "| case | setting | result | detail |\n|---|---|---|---|",
         &rows,
     );
