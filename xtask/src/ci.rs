@@ -3,8 +3,9 @@
 //! build the tests (timed on its own), run them, package every library and binary
 //! crate as crates.io would receive it (and build each package alone), then the
 //! out-of-tree consumer, the fencing demo, the Kubernetes manifests against the API
-//! schemas, `e2e`, `e2e --compose` (when a Docker
-//! engine answers) and `chaos --quick`.
+//! schemas, `e2e`, `e2e --compose` (when a Docker engine answers; its base
+//! images are made on a thread of their own from the start, since debootstrap waits
+//! on the mirror while the Rust steps compile) and `chaos --quick`.
 
 use std::time::Instant;
 
@@ -14,6 +15,9 @@ pub(crate) fn run(sh: &Shell) -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     // insta treats CI=1 as "never write snapshots": a mismatch fails instead.
     let _ci = sh.push_env("CI", "1");
+    let compose = crate::compose::engine(sh).is_some()
+        || std::env::var("CI").is_ok_and(|value| value == "true");
+    let bases = compose.then(|| std::thread::spawn(crate::compose::bases_ahead));
     step("fmt", || cmd!(sh, "{cargo} fmt --all --check").run())?;
     step("clippy", || {
         cmd!(
@@ -65,9 +69,12 @@ pub(crate) fn run(sh: &Shell) -> anyhow::Result<()> {
     step("e2e", || crate::e2e::run(sh))?;
     // The compose scenario needs a Docker engine: CI's machines have one and must
     // run it (CI=true); elsewhere it is skipped with one line when none answers.
-    if crate::compose::engine(sh).is_some()
-        || std::env::var("CI").is_ok_and(|value| value == "true")
-    {
+    if let Some(bases) = bases {
+        if let Err(error) = bases.join().expect("the base image thread does not panic") {
+            eprintln!(
+                "xtask ci: making the base images ahead failed ({error:#}); the compose step tries again"
+            );
+        }
         step("e2e --compose", || crate::compose::run(sh))?;
     } else {
         eprintln!(
