@@ -562,7 +562,6 @@ fn worker_cases(
         Ok(())
     };
     let seed_text = |db: &str, jobs: u32| seed_mix(db, jobs, 0);
-    let fresh_db = |name: &str| psql.fresh_worker_db(name);
     // The index the platform's database has, (status, visible_at), and not the
     // worker's own (status, visible_at, created_at): what a database looks like
     // before schema.sql ran, or where it could not.
@@ -581,7 +580,7 @@ fn worker_cases(
     let peer_script = project_root().join("xtask/src/bench/pgqueuer_drain.py");
     let mut peer_rates = Vec::new();
     for batch in ["4", "16", "64"] {
-        let db = fresh_db("bench_peer")?;
+        let db = psql.fresh_worker_db("bench_peer")?;
         let libpq = [
             ("PGHOST", cluster.socket_dir().display().to_string()),
             ("PGPORT", cluster.port().to_string()),
@@ -622,7 +621,7 @@ fn worker_cases(
         ("64", "ours"),
         ("16", "contract only"),
     ] {
-        let db = fresh_db("bench_queue")?;
+        let db = psql.fresh_worker_db("bench_queue")?;
         if index == "contract only" {
             contract_index_only(&db)?;
         }
@@ -649,7 +648,7 @@ fn worker_cases(
         ("16", 2, "half images", "ours"),
         ("64", 2, "half images", "ours"),
     ] {
-        let db = fresh_db("bench_worker")?;
+        let db = psql.fresh_worker_db("bench_worker")?;
         if index == "contract only" {
             contract_index_only(&db)?;
         }
