@@ -1,6 +1,7 @@
 //! `cargo xtask ci`: the only CI entry point, so a local run and CI behave alike:
-//! fmt, clippy, the docs with warnings as errors (broken links, missing docs),
-//! build the tests (timed on its own), run them, package every library and binary
+//! fmt, clippy (the fuzz targets' too), the docs with warnings as errors (broken
+//! links, missing docs), build the tests (timed on its own), run them, package every
+//! library and binary
 //! crate as crates.io would receive it (and build each package alone), then the
 //! out-of-tree consumer, the fencing demo, the Kubernetes manifests against the API
 //! schemas, `e2e`, `e2e --compose` (when a Docker engine answers; its base
@@ -23,6 +24,16 @@ pub(crate) fn run(sh: &Shell) -> anyhow::Result<()> {
         cmd!(
             sh,
             "{cargo} clippy --workspace --all-targets --locked -- -D warnings"
+        )
+        .run()
+    })?;
+    // The fuzz targets are a project of their own (libFuzzer's flags must not reach
+    // the workspace's builds), so nothing else would notice an API change breaking
+    // them; fuzzing itself is `cargo xtask fuzz`, outside CI's time budget.
+    step("fuzz targets (clippy)", || {
+        cmd!(
+            sh,
+            "{cargo} clippy --manifest-path fuzz/Cargo.toml --target-dir target --locked -- -D warnings"
         )
         .run()
     })?;
