@@ -1,12 +1,11 @@
 //! `cargo xtask ci`: the only CI entry point, so a local run and CI behave alike:
 //! fmt, clippy (the fuzz targets' too), the docs with warnings as errors (broken
 //! links, missing docs), build the tests (timed on its own), run them, package every
-//! library and binary
-//! crate as crates.io would receive it (and build each package alone), then the
-//! out-of-tree consumer, the fencing demo, the Kubernetes manifests against the API
-//! schemas, `e2e`, `e2e --compose` (when a Docker engine answers; its base
-//! images are made on a thread of their own from the start, since debootstrap waits
-//! on the mirror while the Rust steps compile) and `chaos --quick`.
+//! library and binary crate as crates.io would receive it (and build each package
+//! alone), then the out-of-tree consumer, the fencing demo, the Kubernetes manifests
+//! against the API schemas, `e2e`, `e2e --compose` (when a Docker engine answers;
+//! its base images are made on a thread of their own from the start, since
+//! debootstrap waits on the mirror while the Rust steps compile) and `chaos --quick`.
 
 use std::time::Instant;
 
