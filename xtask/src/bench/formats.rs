@@ -7,8 +7,7 @@ use std::path::Path;
 
 use xshell::{Shell, cmd};
 
-use super::{Psql, Sample, Settings, measure, print_table, run_dir, stats};
-use crate::project_root;
+use super::{Psql, Sample, Settings, measure, print_table, release_binary, run_dir, stats};
 
 /// Builds the `essays` dataset: sentences drawn from a bank of 3,000 (as essays
 /// on one task repeat each other's phrases), each essay 10 to 21 of them with a
@@ -48,7 +47,7 @@ pub(super) fn format_cases(
     let dsn = psql.dsn(db);
     let plain_bytes = super::plain_sql_bytes(sh, &pg_dump, &dsn)?;
     let recipient = age_recipient(scratch)?;
-    let backup_cron = project_root().join("target/release/backup-cron");
+    let backup_cron = release_binary("backup-cron");
     let out = scratch.join("formats");
     std::fs::create_dir_all(&out)?;
     let case = |name: &str, extra: &[(&'static str, String)]| {
@@ -214,7 +213,7 @@ fn upload_cases(sh: &Shell, backups: &Path, runs: usize) -> anyhow::Result<Vec<S
     );
     let sync = format!(
         "rm -f {offsite} && {} sync > /dev/null",
-        project_root().join("target/release/backup-cron").display(),
+        release_binary("backup-cron").display(),
         offsite = run.join(manifest::OFFSITE_FILE).display()
     );
     let env = vec![

@@ -104,6 +104,11 @@ pub(crate) fn run(sh: &Shell, quick: bool, only: Option<&str>) -> anyhow::Result
     Ok(())
 }
 
+/// A program of the release build the bench made (`backup-cron`, `examples/…`).
+fn release_binary(relative: &str) -> PathBuf {
+    project_root().join("target/release").join(relative)
+}
+
 /// One measured process run.
 #[derive(Clone, Copy)]
 struct Sample {
@@ -173,7 +178,12 @@ impl Psql<'_> {
             "postgres",
             &format!("drop database if exists {name}; create database {name}"),
         )?;
-        self.run(name, worker_core::schema::SQL)?;
+        Db {
+            sh: self.sh,
+            cluster: self.cluster,
+            name,
+        }
+        .apply_schema()?;
         // The worker's own role (RLS and all), over the socket: trust, no password.
         self.run(name, "alter role gustav_worker login")?;
         Ok(name.to_owned())
@@ -264,7 +274,7 @@ fn backup_cases(
                 Some(out.join("pigz.sql.gz")),
             ));
         }
-        let backup_cron = project_root().join("target/release/backup-cron");
+        let backup_cron = release_binary("backup-cron");
         for level in ["6", "1"] {
             let dir = out.join(format!("backup-cron-{level}"));
             cases.push((
@@ -401,7 +411,7 @@ fn restore_cases(
         psql.dsn("postgres"),
         client = client.display()
     );
-    let backup_cron = project_root().join("target/release/backup-cron");
+    let backup_cron = release_binary("backup-cron");
     let cases = [
         (
             "gunzip -c \\| psql --single-transaction",
@@ -450,7 +460,7 @@ fn restore_cases(
         &mut sql,
     )?;
     std::fs::write(&plain, &sql)?;
-    let counter = project_root().join("target/release/examples/count_rows");
+    let counter = release_binary("examples/count_rows");
     let output = cmd!(sh, "{counter} {plain}").quiet().read()?;
     std::fs::remove_file(&plain)?;
     let seconds: f64 = output
@@ -614,7 +624,7 @@ fn worker_cases(
                 format!(" = {:.2}× pgqueuer", rate / peer)
             })
     };
-    let noop = project_root().join("target/release/examples/noop_drain");
+    let noop = release_binary("examples/noop_drain");
     for (slots, index) in [
         ("4", "ours"),
         ("16", "ours"),
@@ -639,7 +649,7 @@ fn worker_cases(
             "{{\"case\":\"lease_noop\",\"index\":\"{index}\",\"slots\":{slots},\"jobs_per_s\":{rate:.1},\"commits_per_job\":{commits:.3},\"wal_flushes_per_job\":{flushes:.3}}}"
         ));
     }
-    let worker = project_root().join("target/release/learning-worker");
+    let worker = release_binary("learning-worker");
     for (concurrency, image_every, mix, index) in [
         ("4", 0, "text", "ours"),
         ("16", 0, "text", "ours"),
@@ -685,7 +695,7 @@ fn latency_cases(
     settings: &Settings,
 ) -> anyhow::Result<String> {
     let psql = Psql { sh, cluster };
-    let worker = project_root().join("target/release/learning-worker");
+    let worker = release_binary("learning-worker");
     let (mut rows, mut json): (Vec<String>, Vec<String>) = pickup_latency(
         &psql,
         &psql.fresh_worker_db("bench_pickup")?,

@@ -10,7 +10,7 @@ use std::path::Path;
 use xshell::Shell;
 
 use super::formats::{essays_sql, measure_case};
-use super::{Psql, Settings, print_table, run_dir};
+use super::{Psql, Settings, print_table, release_binary, run_dir};
 use crate::project_root;
 
 /// Storage files and their size: about 52 MB in all.
@@ -35,7 +35,7 @@ pub(super) fn platform_cases(
          n % 40 as realm from generate_series(1, 60000) n",
     )?;
     let python = project_root().join("xtask/src/bench/python_backup.py");
-    let backup_cron = project_root().join("target/release/backup-cron");
+    let backup_cron = release_binary("backup-cron");
     let mut rows = Vec::new();
     let mut json = Vec::new();
     for (label, factor) in [("1x", 1u32), ("2x", 2)] {
