@@ -1,25 +1,29 @@
-//! A model's reply, any text: no panic; the analysis is always `criteria.v2` with a
-//! score of 0–100 or null and criterion scores of 0–10 out of 10, and parsed
+//! A model's reply, any text: no panic; the analysis is always the platform's
+//! closed `criteria.v2` — an overall score of 0–5, one entry per criterion of the
+//! task in its order with 0 ≤ score ≤ max_score and max_score ≥ 1 — and parsed
 //! feedback is never empty.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use worker_core::ollama::feedback;
+use worker_core::ollama::feedback::{self, ParseStatus};
 
 fuzz_target!(|reply: &str| {
-    let output = feedback::parse(reply, "model");
-    let analysis = &output.analysis_json;
+    let criteria = ["Names photosynthesis".to_owned(), "Clear".to_owned()];
+    let (output, status) = feedback::parse(reply, &criteria);
+    let analysis = output.analysis_json.as_object().unwrap();
     assert_eq!(analysis["schema"], "criteria.v2");
-    match analysis["parse_status"].as_str() {
-        Some("parsed") => assert!(!output.feedback_md.is_empty()),
-        Some("model") => assert_eq!(output.feedback_md, reply.trim()),
-        other => panic!("parse_status {other:?}"),
+    assert!(analysis.keys().all(|key| ["schema", "score", "criteria_results"].contains(&key.as_str())));
+    match status {
+        ParseStatus::Parsed => assert!(!output.feedback_md.is_empty()),
+        ParseStatus::Prose => assert_eq!(output.feedback_md, reply.trim()),
     }
-    let score = &analysis["score"];
-    assert!(score.is_null() || score.as_u64().is_some_and(|score| score <= 100));
-    for result in analysis["criteria_results"].as_array().unwrap() {
-        assert!(result["score"].as_u64().is_some_and(|score| score <= 10));
-        assert_eq!(result["max_score"], 10);
-        assert!(result["criterion"].is_string());
+    assert!(analysis["score"].as_i64().is_some_and(|score| (0..=5).contains(&score)));
+    let results = analysis["criteria_results"].as_array().unwrap();
+    assert_eq!(results.len(), criteria.len());
+    for (result, criterion) in results.iter().zip(&criteria) {
+        let max = result["max_score"].as_i64().unwrap();
+        assert!(max >= 1);
+        assert!(result["score"].as_i64().is_some_and(|score| (0..=max).contains(&score)));
+        assert_eq!(result["criterion"], criterion.as_str());
     }
 });

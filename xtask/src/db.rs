@@ -31,13 +31,13 @@ impl Db<'_> {
         Ok(self.psql(dbname).arg("-c").arg(sql).run()?)
     }
 
-    /// The worker's schema (`worker_core::schema::SQL`, the text the binary was
-    /// built with), in one transaction.
+    /// The platform's schema as the tests build it (`fixtures::platform::SQL`), in
+    /// one transaction.
     pub(crate) fn apply_schema(&self) -> anyhow::Result<()> {
         Ok(self
             .psql(self.name)
             .arg("-1")
-            .stdin(worker_core::schema::SQL)
+            .stdin(fixtures::platform::SQL)
             .quiet()
             .ignore_stdout()
             .run()?)

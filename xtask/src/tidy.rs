@@ -510,7 +510,7 @@ fn reference_names_everything() {
             "LEARNING_DATABASE_URL",
             "WORKER_LEASE_SECONDS",
             "AI_STUB_FAIL",
-            "db_lease_index_missing",
+            "db_helpers_open_to_public",
             "backend_unavailable",
             "ai_worker_lease_lost_total",
         ],

@@ -1,6 +1,8 @@
 //! `learning-worker check`: one line per check, and for each kind of failure the
 //! fix, so that an operator who set the worker up wrongly learns what to do
-//! without reading code. Exit 0 when everything holds, else 1.
+//! without reading code. A warning (`WARN`, e.g. the platform's result helpers
+//! open to every role) prints its fix too but does not fail the check. Exit 0 when
+//! everything the worker needs holds, else 1.
 
 use std::collections::BTreeSet;
 use std::io::Write as _;
@@ -20,6 +22,7 @@ pub(crate) async fn run(
 ) -> ExitCode {
     let mut out = std::io::stdout().lock();
     let mut problems = BTreeSet::new();
+    let mut warnings = BTreeSet::new();
     let mut failed = false;
     match pool.get().await {
         Err(error) => {
@@ -34,6 +37,10 @@ pub(crate) async fn run(
                     for check in checks {
                         if check.ok {
                             let _ = writeln!(out, "ok    {}", check.name);
+                        } else if check.problem.is_warning() {
+                            let _ =
+                                writeln!(out, "WARN  {} ({})", check.name, check.problem.code());
+                            warnings.insert(check.problem);
                         } else {
                             let _ =
                                 writeln!(out, "FAIL  {} ({})", check.name, check.problem.code());
@@ -49,7 +56,7 @@ pub(crate) async fn run(
             }
         }
     }
-    for problem in &problems {
+    for problem in problems.iter().chain(&warnings) {
         let _ = writeln!(out, "      fix ({}): {}", problem.code(), problem.fix());
     }
     failed |= !problems.is_empty();
@@ -71,7 +78,7 @@ pub(crate) async fn run(
                     Ok(()) => {
                         let _ = writeln!(out, "ok    {phase} model {model} on {}", ollama.base_url);
                     }
-                    Err(AdapterError { class, message }) => {
+                    Err(AdapterError { class, message, .. }) => {
                         failed = true;
                         let _ = writeln!(
                             out,

@@ -144,18 +144,21 @@ impl Statements {
         Statements {
             // One statement: pick visible queued jobs or expired leases in order, skip
             // rows another transaction is leasing, and lease them with fresh keys.
-            // Each kind is its own index-friendly scan (status, visible_at): one scan
-            // with `or` across both would read and sort the whole table per lease.
+            // Each kind is its own scan of the platform's (status, visible_at) index,
+            // ordered by visible_at alone so that the scan stops after `limit` rows:
+            // a tie-break on created_at is not in that index and would read and sort
+            // every visible job per lease. One scan with `or` across both kinds would
+            // do the same. Only the few candidates are then ordered with the tie-break.
             lease: format!(
                 "with queued as ( \
                    select id, visible_at, created_at from {table} \
                    where status = 'queued' and visible_at <= coalesce($2, now()) \
-                   order by visible_at, created_at limit $1 \
+                   order by visible_at limit $1 \
                    for update skip locked), \
                  expired as ( \
                    select id, visible_at, created_at from {table} \
                    where status = 'leased' and leased_until <= coalesce($2, now()) \
-                   order by visible_at, created_at limit $1 \
+                   order by visible_at limit $1 \
                    for update skip locked), \
                  candidates as ( \
                    select id from (select * from queued union all select * from expired) both_kinds \
@@ -408,7 +411,7 @@ impl Queue {
         if jobs.is_empty() {
             return Ok(HashSet::new());
         }
-        let sql = format!("{}{call} from done", self.sql.complete_many_with);
+        let sql = self.complete_many_sql(call);
         let ids: Vec<Uuid> = jobs.iter().map(|job| job.id).collect();
         let keys: Vec<Uuid> = jobs.iter().map(|job| job.lease_key).collect();
         let mut all: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&ids, &keys];
@@ -420,6 +423,15 @@ impl Queue {
             })
             .await?;
         Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
+    /// The statement [`complete_many_with`](Self::complete_many_with) runs, for a
+    /// caller that sends it in a transaction of its own beside other statements
+    /// (reading back what `call` did, say). Its parameters are the same: `$1` the
+    /// jobs' ids, `$2` their lease keys, `$3…` the caller's arrays; it returns the
+    /// ids completed.
+    pub fn complete_many_sql(&self, call: &str) -> String {
+        format!("{}{call} from done", self.sql.complete_many_with)
     }
 
     /// Completes (deletes) the job and, in the same statement, evaluates `call` —

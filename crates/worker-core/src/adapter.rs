@@ -21,7 +21,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::vocabulary::SubmissionKind;
+use crate::vocabulary::{SubmissionErrorCode, SubmissionKind};
 
 /// Who a failure belongs to, and so what it costs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +53,9 @@ pub struct AdapterError {
     pub class: ErrorClass,
     /// Short, content-free description, e.g. `model timed out after 30 s`.
     pub message: String,
+    /// For a permanent failure caused by the upload itself, the code the submission
+    /// fails with (`input_*`) instead of the phase's own `vision_failed`.
+    pub input: Option<SubmissionErrorCode>,
 }
 
 impl AdapterError {
@@ -61,6 +64,7 @@ impl AdapterError {
         AdapterError {
             class: ErrorClass::Transient,
             message: message.into(),
+            input: None,
         }
     }
 
@@ -69,6 +73,30 @@ impl AdapterError {
         AdapterError {
             class: ErrorClass::Permanent,
             message: message.into(),
+            input: None,
+        }
+    }
+
+    /// The upload cannot be used: damaged, or not what its row says (`input_corrupt`).
+    pub fn input_corrupt(message: impl Into<String>) -> AdapterError {
+        AdapterError::of_input(SubmissionErrorCode::InputCorrupt, message)
+    }
+
+    /// The upload is of a kind nothing here reads (`input_unsupported`).
+    pub fn input_unsupported(message: impl Into<String>) -> AdapterError {
+        AdapterError::of_input(SubmissionErrorCode::InputUnsupported, message)
+    }
+
+    /// The upload is over the platform's size limit (`input_too_large`).
+    pub fn input_too_large(message: impl Into<String>) -> AdapterError {
+        AdapterError::of_input(SubmissionErrorCode::InputTooLarge, message)
+    }
+
+    fn of_input(code: SubmissionErrorCode, message: impl Into<String>) -> AdapterError {
+        AdapterError {
+            class: ErrorClass::Permanent,
+            message: message.into(),
+            input: Some(code),
         }
     }
 
@@ -77,6 +105,7 @@ impl AdapterError {
         AdapterError {
             class: ErrorClass::Unavailable,
             message: message.into(),
+            input: None,
         }
     }
 
@@ -85,6 +114,7 @@ impl AdapterError {
         AdapterError {
             class: ErrorClass::Misconfigured,
             message: message.into(),
+            input: None,
         }
     }
 }
@@ -135,8 +165,8 @@ pub struct FeedbackInput {
     pub job: JobContext,
     /// The student's text (verbatim for text submissions, else the OCR Markdown).
     pub text_md: String,
-    /// The task's criteria.
-    pub criteria: Value,
+    /// The task's criteria, in its order (the payload's snapshot; may be empty).
+    pub criteria: Vec<String>,
     /// The task's instruction.
     pub instruction_md: Option<String>,
     /// Hints for the model.
@@ -148,7 +178,7 @@ pub struct FeedbackInput {
 pub struct FeedbackOutput {
     /// Feedback for the student.
     pub feedback_md: String,
-    /// `{"schema": "criteria.v2", "parse_status": …, …}`.
+    /// In the platform's format (see [`crate::analysis`]).
     pub analysis_json: Value,
 }
 

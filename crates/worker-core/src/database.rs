@@ -22,12 +22,15 @@ pub enum DatabaseProblem {
     AuthFailed,
     /// The database in the DSN does not exist (3D000).
     DatabaseMissing,
-    /// Tables, functions or the trigger the worker needs are missing (42P01, 42883, 3F000).
+    /// The platform's tables or functions the worker needs are missing, or a column
+    /// has another type (42P01, 42883, 3F000).
     SchemaMissing,
     /// The role lacks a privilege the worker needs (42501).
     PermissionDenied,
-    /// No index serves the lease statement's order: leasing sorts the whole backlog.
-    LeaseIndexMissing,
+    /// A warning: every role may call the platform's `SECURITY DEFINER` result
+    /// helpers (PostgreSQL's default EXECUTE for PUBLIC, never revoked), so any role
+    /// that can connect can write any submission's result.
+    HelpersOpenToPublic,
     /// `sslmode` requires TLS and the server does not offer it.
     TlsRefused,
     /// The server's certificate is not signed by a CA the worker trusts (or has
@@ -100,7 +103,7 @@ impl DatabaseProblem {
             DatabaseProblem::DatabaseMissing => "db_not_found",
             DatabaseProblem::SchemaMissing => "db_schema_missing",
             DatabaseProblem::PermissionDenied => "db_permission_denied",
-            DatabaseProblem::LeaseIndexMissing => "db_lease_index_missing",
+            DatabaseProblem::HelpersOpenToPublic => "db_helpers_open_to_public",
             DatabaseProblem::TlsRefused => "db_tls_refused",
             DatabaseProblem::TlsUntrusted => "db_tls_untrusted",
             DatabaseProblem::TlsWrongHost => "db_tls_wrong_host",
@@ -117,11 +120,11 @@ impl DatabaseProblem {
             }
             DatabaseProblem::DatabaseMissing => "the database named in the DSN does not exist",
             DatabaseProblem::SchemaMissing => {
-                "the worker's tables or functions are missing or outdated"
+                "the platform's tables or functions the worker needs are missing, or of other types"
             }
             DatabaseProblem::PermissionDenied => "the worker's role lacks a privilege it needs",
-            DatabaseProblem::LeaseIndexMissing => {
-                "no index on learning_submission_jobs (status, visible_at, created_at): every lease sorts the whole queue"
+            DatabaseProblem::HelpersOpenToPublic => {
+                "every role may call the platform's result helpers (EXECUTE for PUBLIC), and so write any submission's result"
             }
             DatabaseProblem::TlsRefused => {
                 "the database does not accept TLS, and sslmode requires it"
@@ -147,13 +150,13 @@ impl DatabaseProblem {
                 "check the database name at the end of LEARNING_DATABASE_URL"
             }
             DatabaseProblem::SchemaMissing => {
-                "apply the schema as the database owner: psql \"$OWNER_DSN\" -v ON_ERROR_STOP=1 -f crates/worker-core/src/schema.sql (docs/operations.md, \"Running without Docker\")"
+                "point LEARNING_DATABASE_URL at the platform's database, with all of the platform's migrations applied (docs/reference/platform.md)"
             }
             DatabaseProblem::PermissionDenied => {
-                "connect as gustav_worker, whose grants the schema script sets; re-apply the schema if they were changed"
+                "connect as the platform's gustav_worker role (given LOGIN and a password as the platform's runbook says) or a login role that is a member of it, never a superuser (docs/operations.md, \"The worker's database role\")"
             }
-            DatabaseProblem::LeaseIndexMissing => {
-                "as the database owner: create index concurrently learning_submission_jobs_lease_idx on public.learning_submission_jobs (status, visible_at, created_at)"
+            DatabaseProblem::HelpersOpenToPublic => {
+                "a platform owner may apply: revoke execute on function public.learning_worker_update_completed(uuid, text, text, jsonb), public.learning_worker_update_completed(uuid, text, text, json), public.learning_worker_update_failed(uuid, text, text), public.learning_worker_mark_retry(uuid, text, text, timestamptz) from public; (the worker keeps its own grant)"
             }
             DatabaseProblem::TlsRefused => {
                 "enable ssl on the server, or lower sslmode in LEARNING_DATABASE_URL if the network is private"
@@ -171,6 +174,11 @@ impl DatabaseProblem {
                 "check the host and port in LEARNING_DATABASE_URL, and that PostgreSQL is running and reachable"
             }
         }
+    }
+
+    /// Whether it is only a warning: `check` reports it, and the worker works.
+    pub fn is_warning(self) -> bool {
+        self == DatabaseProblem::HelpersOpenToPublic
     }
 
     /// Whether waiting can cure it (the server comes back); otherwise an operator

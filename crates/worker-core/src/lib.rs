@@ -89,6 +89,7 @@
 //! ```
 
 pub mod adapter;
+pub mod analysis;
 mod batch;
 pub mod connection;
 pub mod database;
@@ -97,6 +98,7 @@ pub mod health;
 pub mod metrics;
 #[cfg(feature = "ollama")]
 pub mod ollama;
+pub mod payload;
 pub mod pipeline;
 pub mod readiness;
 pub mod schema;

@@ -31,7 +31,6 @@ use std::time::{Duration, Instant};
 use lease::{JobKey, LeasedJob, Queue};
 use serde_json::{Value, json};
 use tokio_postgres::Row;
-use tokio_postgres::error::SqlState;
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::{Batched, Batcher, in_order};
@@ -40,6 +39,7 @@ use crate::adapter::{
     AdapterError, ErrorClass, FeedbackAdapter, FeedbackInput, JobContext, VisionAdapter,
     VisionInput,
 };
+use crate::payload::JobPayload;
 use crate::vocabulary::{AnalysisStatus, Phase, SubmissionErrorCode, SubmissionKind};
 
 /// How one job ended.
@@ -51,13 +51,15 @@ pub enum Outcome {
     Failed(SubmissionErrorCode),
     /// Requeued with backoff after a transient error in this phase.
     Retried(Phase),
-    /// Submission missing or already handled: job deleted.
+    /// Submission missing or already handled (found so before the work, or when a
+    /// helper changed nothing: another job of the same submission won): job deleted.
     Skipped,
     /// The lease was lost: nothing was written.
     LeaseLost,
     /// Given back to the queue (shutdown or an unexpected error).
     Released,
-    /// The payload is unusable: job marked failed (`invalid_payload`).
+    /// The payload is unusable: job marked failed (`invalid_payload`), its
+    /// submission failed with `input_corrupt`.
     InvalidPayload,
     /// The backend failed (unavailable or misconfigured), not the submission: the
     /// job was given back with its retries unspent, and the breaker should open.
@@ -152,7 +154,7 @@ pub struct Pipeline {
     /// Their OCR cache writes, one statement per batch.
     ocr_caches: Batcher<(JobKey, Value), bool>,
     /// Their results, one statement per batch.
-    completions: Batcher<Completion, bool>,
+    completions: Batcher<Completion, Option<bool>>,
 }
 
 /// A job's submission, read as its student.
@@ -164,23 +166,38 @@ struct SubmissionRead {
 /// A job's result.
 struct Completion {
     job: JobKey,
+    submission: uuid::Uuid,
+    student_sub: String,
     text_md: String,
     feedback_md: String,
     analysis: Value,
 }
 
 const ACT_AS: &str = "select set_config('app.current_sub', $1, true)";
-const READ_SUBMISSION: &str = "select s.kind, s.text_body, s.storage_key, s.mime_type, s.size_bytes, s.sha256, \
-            s.analysis_status, s.internal_metadata, t.instruction_md, t.criteria \
-     from learning_submissions s left join unit_tasks t on t.id = s.task_id \
-     where s.id = $1";
-/// The `SECURITY DEFINER` helper writes the result; the queue deletes the job in
-/// the same statement, fenced by its key.
-const COMPLETE_ONE: &str = "learning_worker_update_completed(done.reference, $3, $4, $5)";
-const COMPLETE_EACH: &str = "learning_worker_update_completed(done.reference, \
+/// The columns the worker uses, with the platform's types: `size_bytes` is an
+/// `integer`, `internal_metadata` a `jsonb` that is never null. No task table is
+/// read: the task comes from the job's payload.
+const READ_SUBMISSION: &str = "select kind, text_body, storage_key, mime_type, size_bytes, sha256, \
+            analysis_status, internal_metadata \
+     from public.learning_submissions where id = $1";
+/// Whether this transaction's helper call wrote the submission: the helpers set
+/// these columns to `now()`, the transaction's start, and change nothing at all
+/// when the submission was no longer pending or extracted. Read as the student.
+const WROTE: &str = "select coalesce(completed_at = now(), false), \
+            coalesce(vision_last_attempt_at = now(), false), \
+            coalesce(feedback_last_attempt_at = now(), false) \
+     from public.learning_submissions where id = $1";
+/// The `SECURITY DEFINER` helper writes each result; the queue deletes the jobs in
+/// the same statement, fenced by their keys. The fourth argument is typed: the
+/// platform has a `json` and a `jsonb` overload, and an untyped one is ambiguous.
+const COMPLETE_EACH: &str = "public.learning_worker_update_completed(done.reference, \
      ($3::text[])[done.n], ($4::text[])[done.n], ($5::jsonb[])[done.n])";
+const MARK_RETRY: &str =
+    "select public.learning_worker_mark_retry($1::uuid, $2::text, $3::text, now())";
+const UPDATE_FAILED: &str =
+    "select public.learning_worker_update_failed($1::uuid, $2::text, $3::text)";
 
-/// The submission and task as the worker reads them.
+/// The submission as the worker reads it.
 struct Submission {
     kind: SubmissionKind,
     text_body: Option<String>,
@@ -189,14 +206,18 @@ struct Submission {
     size_bytes: Option<i32>,
     sha256: Option<String>,
     analysis_status: AnalysisStatus,
-    internal_metadata: Option<Value>,
-    instruction_md: Option<String>,
-    criteria: Option<Value>,
+    internal_metadata: Value,
+}
+
+/// What a helper call did, read back in its transaction.
+#[derive(Clone, Copy, Debug, Default)]
+struct Wrote {
+    vision: bool,
+    feedback: bool,
 }
 
 enum Transition {
     Delete,
-    Fail(&'static str),
 }
 
 enum Failure {
@@ -290,22 +311,11 @@ impl Pipeline {
     }
 
     async fn try_process(&self, job: &LeasedJob, control: &JobControl) -> Result<Outcome, Failure> {
-        let Some(student_sub) = job
-            .payload
-            .get("student_sub")
-            .and_then(Value::as_str)
-            .filter(|sub| !sub.is_empty())
-        else {
-            tracing::error!(job_id = %job.id, "job payload has no student_sub; marking the job failed");
-            return self
-                .finish(
-                    job,
-                    Transition::Fail("invalid_payload"),
-                    Outcome::InvalidPayload,
-                )
-                .await;
+        let payload = match JobPayload::decode(&job.payload) {
+            Ok(payload) => payload,
+            Err(error) => return self.fail_invalid_payload(job, &error.to_string()).await,
         };
-        let Some(submission) = self.read_submission(job, student_sub).await? else {
+        let Some(submission) = self.read_submission(job, &payload.student_sub).await? else {
             tracing::info!(job_id = %job.id, submission_id = %job.reference, "submission missing or not visible; removing the job");
             return self.finish(job, Transition::Delete, Outcome::Skipped).await;
         };
@@ -318,12 +328,11 @@ impl Pipeline {
             submission_id: job.reference,
             retry_count: job.retry_count,
         };
-        let cached = job.payload.get("cached_text_md").and_then(Value::as_str);
         let text_md = if submission.kind == SubmissionKind::Text {
             submission.text_body.clone().unwrap_or_default()
-        } else if let Some(cached) = cached {
+        } else if let Some(cached) = payload.cached_text_md {
             tracing::debug!(job_id = %job.id, "using cached OCR; vision skipped");
-            cached.to_owned()
+            cached
         } else {
             let input = VisionInput {
                 job: context.clone(),
@@ -332,7 +341,7 @@ impl Pipeline {
                 mime_type: submission.mime_type.clone(),
                 size_bytes: submission.size_bytes,
                 sha256: submission.sha256.clone(),
-                internal_metadata: submission.internal_metadata.clone(),
+                internal_metadata: Some(submission.internal_metadata.clone()),
             };
             let started = Instant::now();
             let output = adapter_call(control, job, Phase::Vision, || {
@@ -350,23 +359,9 @@ impl Pipeline {
         let input = FeedbackInput {
             job: context,
             text_md: text_md.clone(),
-            criteria: job
-                .payload
-                .get("criteria")
-                .cloned()
-                .or(submission.criteria)
-                .unwrap_or(Value::Null),
-            instruction_md: job
-                .payload
-                .get("instruction_md")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .or(submission.instruction_md),
-            hints_md: job
-                .payload
-                .get("hints_md")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
+            criteria: payload.task.criteria,
+            instruction_md: payload.task.instruction_md,
+            hints_md: payload.task.hints_md,
         };
         let started = Instant::now();
         let output = adapter_call(control, job, Phase::Feedback, || {
@@ -377,6 +372,8 @@ impl Pipeline {
         tracing::info!(job_id = %job.id, submission_id = %job.reference, phase = "feedback", duration_ms = started.elapsed().as_millis() as u64, "feedback done");
         let completion = Completion {
             job: job.key(),
+            submission: job.reference,
+            student_sub: payload.student_sub,
             text_md,
             feedback_md: output.feedback_md,
             analysis: output.analysis_json,
@@ -416,15 +413,13 @@ impl Pipeline {
         };
         Ok(Some(Submission {
             kind: row.try_get(0)?,
-            text_body: row.get(1),
-            storage_key: row.get(2),
-            mime_type: row.get(3),
-            size_bytes: row.get(4),
-            sha256: row.get(5),
+            text_body: row.try_get(1)?,
+            storage_key: row.try_get(2)?,
+            mime_type: row.try_get(3)?,
+            size_bytes: row.try_get(4)?,
+            sha256: row.try_get(5)?,
             analysis_status: row.try_get(6)?,
-            internal_metadata: row.get(7),
-            instruction_md: row.get(8),
-            criteria: row.get(9),
+            internal_metadata: row.try_get(7)?,
         }))
     }
 
@@ -454,10 +449,11 @@ impl Pipeline {
         }
     }
 
-    /// Writes the result and deletes the job in one fenced statement (see
-    /// [`Queue::complete_many_with`]), batched with the other running jobs'
-    /// results: one round trip and one commit for the batch. If the submission was
-    /// completed meanwhile (the helper raises), the job is removed.
+    /// Writes the result and deletes the job in one fenced transaction, batched
+    /// with the other running jobs' results: one round trip and one commit for the
+    /// batch (see [`complete_all`]). If the helper changed nothing (another job of
+    /// the same submission completed it meanwhile), the job is gone all the same and
+    /// the outcome says so: a result is never written twice.
     async fn complete(&self, job: &LeasedJob, completion: Completion) -> Result<Outcome, Failure> {
         let queue = self.queue.clone();
         let batched = self
@@ -467,34 +463,22 @@ impl Pipeline {
             })
             .await;
         let written = match batched {
-            Batched::Done(held) => Ok(held),
-            Batched::Failed(error) => Err(error),
-            Batched::Alone(completion) => {
-                self.queue
-                    .complete_with(
-                        job,
-                        COMPLETE_ONE,
-                        &[
-                            &completion.text_md,
-                            &completion.feedback_md,
-                            &completion.analysis,
-                        ],
-                    )
-                    .await
-            }
+            Batched::Done(written) => written,
+            Batched::Failed(error) => return Err(error.into()),
+            Batched::Alone(completion) => complete_all(self.queue.clone(), &[completion])
+                .await?
+                .pop()
+                .flatten(),
             Batched::Lost => return Err(Failure::Cancelled),
         };
-        match written {
-            Ok(true) => Ok(Outcome::Completed),
-            Ok(false) => Ok(Outcome::LeaseLost),
-            Err(error)
-                if error.sql_state() == Some(&SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE) =>
-            {
-                tracing::info!(job_id = %job.id, "submission was handled meanwhile; removing the job");
-                self.finish(job, Transition::Delete, Outcome::Skipped).await
+        Ok(match written {
+            None => Outcome::LeaseLost,
+            Some(true) => Outcome::Completed,
+            Some(false) => {
+                tracing::info!(job_id = %job.id, submission_id = %job.reference, "the submission was already completed or failed; its job is removed and nothing was written");
+                Outcome::Skipped
             }
-            Err(error) => Err(error.into()),
-        }
+        })
     }
 
     async fn record_adapter_failure(
@@ -506,19 +490,31 @@ impl Pipeline {
         // A backend failure reaches here only when the job is charged for it.
         let retry = error.class != ErrorClass::Permanent && job.retry_count < self.max_retries;
         tracing::warn!(job_id = %job.id, submission_id = %job.reference, phase = phase.as_str(), class = ?error.class, error = %error.message, retry, "adapter failed");
+        let student_sub = JobPayload::decode(&job.payload)
+            .map(|payload| payload.student_sub)
+            .unwrap_or_default();
         self.queue
             .bounded(async |client| {
                 let Some(fence) = self.queue.fence(client, job).await? else {
                     return Ok(Outcome::LeaseLost);
                 };
+                let transaction = fence.transaction();
+                let (call, code) = if retry {
+                    (MARK_RETRY, phase.as_str())
+                } else {
+                    (UPDATE_FAILED, error.input.unwrap_or(phase.failed_code()).as_str())
+                };
+                transaction
+                    .execute(call, &[&job.reference, &code, &error.message])
+                    .await?;
+                let wrote = wrote(transaction, &student_sub, job.reference).await?;
+                let vision_side = if retry { phase == Phase::Vision } else { code != SubmissionErrorCode::FeedbackFailed.as_str() };
+                if !(if vision_side { wrote.vision } else { wrote.feedback }) {
+                    tracing::info!(job_id = %job.id, submission_id = %job.reference, "the submission was already completed or failed; its job is removed");
+                    fence.complete().await?;
+                    return Ok(Outcome::Skipped);
+                }
                 if retry {
-                    fence
-                        .transaction()
-                        .execute(
-                            "select learning_worker_mark_retry($1, $2, $3, now())",
-                            &[&job.reference, &phase.as_str(), &error.message],
-                        )
-                        .await?;
                     fence
                         .retry(
                             retry_delay(self.backoff, job.retry_count, random_fraction()),
@@ -527,18 +523,42 @@ impl Pipeline {
                         .await?;
                     return Ok(Outcome::Retried(phase));
                 }
-                let code = phase.failed_code();
-                fence
-                    .transaction()
-                    .execute(
-                        "select learning_worker_update_failed($1, $2, $3)",
-                        &[&job.reference, &code.as_str(), &error.message],
-                    )
-                    .await?;
+                let code = error.input.unwrap_or(phase.failed_code());
                 fence.fail(code.as_str()).await?;
                 Ok(Outcome::Failed(code))
             })
             .await
+    }
+
+    /// A job whose payload the worker cannot use: the job fails (`invalid_payload`)
+    /// and so does its submission (`input_corrupt`, written by the helper, which
+    /// needs no student), so that no student's page waits for it forever.
+    async fn fail_invalid_payload(
+        &self,
+        job: &LeasedJob,
+        reason: &str,
+    ) -> Result<Outcome, Failure> {
+        tracing::error!(job_id = %job.id, submission_id = %job.reference, error = reason, "unusable job payload; failing the job and its submission");
+        let code = SubmissionErrorCode::InputCorrupt;
+        let ended = self
+            .queue
+            .bounded(async |client| {
+                let Some(fence) = self.queue.fence(client, job).await? else {
+                    return Ok(false);
+                };
+                fence
+                    .transaction()
+                    .execute(UPDATE_FAILED, &[&job.reference, &code.as_str(), &reason])
+                    .await?;
+                fence.fail("invalid_payload").await?;
+                Ok(true)
+            })
+            .await?;
+        Ok(if ended {
+            Outcome::InvalidPayload
+        } else {
+            Outcome::LeaseLost
+        })
     }
 
     /// Ends the job (delete, or mark failed) in a fenced transaction of its own.
@@ -556,7 +576,6 @@ impl Pipeline {
                 };
                 match transition {
                     Transition::Delete => fence.complete().await?,
-                    Transition::Fail(code) => fence.fail(code).await?,
                 }
                 Ok(true)
             })
@@ -634,10 +653,24 @@ async fn read_submissions(
         .await
 }
 
-/// Completes a batch of jobs with their results in one statement (see
-/// [`COMPLETE_EACH`]); says for each whether its lease was still held.
-async fn complete_all(queue: Queue, batch: &[Completion]) -> Result<Vec<bool>, lease::Error> {
-    let keys: Vec<JobKey> = batch.iter().map(|completion| completion.job).collect();
+/// Completes a batch of jobs in one transaction whose statements are pipelined
+/// (one round trip): `begin`; one statement deleting every job whose lease still
+/// holds and calling the helper for each ([`COMPLETE_EACH`]); per job, as its
+/// student, whether the helper wrote ([`WROTE`]); `commit`. For each job:
+/// `None` if its lease was lost (nothing was called for it), else whether its
+/// result was written.
+async fn complete_all(
+    queue: Queue,
+    batch: &[Completion],
+) -> Result<Vec<Option<bool>>, lease::Error> {
+    type Step<'a> = std::pin::Pin<
+        Box<dyn Future<Output = Result<Vec<Row>, tokio_postgres::Error>> + Send + 'a>,
+    >;
+    let ids: Vec<uuid::Uuid> = batch.iter().map(|completion| completion.job.id).collect();
+    let keys: Vec<uuid::Uuid> = batch
+        .iter()
+        .map(|completion| completion.job.lease_key)
+        .collect();
     let texts: Vec<&str> = batch
         .iter()
         .map(|completion| completion.text_md.as_str())
@@ -650,10 +683,75 @@ async fn complete_all(queue: Queue, batch: &[Completion]) -> Result<Vec<bool>, l
         .iter()
         .map(|completion| &completion.analysis)
         .collect();
-    let completed = queue
-        .complete_many_with(&keys, COMPLETE_EACH, &[&texts, &feedback, &analyses])
+    let sql = queue.complete_many_sql(COMPLETE_EACH);
+    let outputs = queue
+        .bounded(async |client| {
+            let complete = client.prepare_cached(&sql).await?;
+            let act_as = client.prepare_cached(ACT_AS).await?;
+            let read = client.prepare_cached(WROTE).await?;
+            let client: &tokio_postgres::Client = client;
+            let mut steps: Vec<Step<'_>> = Vec::with_capacity(2 * batch.len() + 3);
+            steps.push(Box::pin(async {
+                client.batch_execute("begin").await.map(|()| Vec::new())
+            }));
+            let complete = &complete;
+            let (ids, keys, texts, feedback, analyses) =
+                (&ids, &keys, &texts, &feedback, &analyses);
+            steps.push(Box::pin(async move {
+                client
+                    .query(complete, &[ids, keys, texts, feedback, analyses])
+                    .await
+            }));
+            for completion in batch {
+                let (act_as, read) = (&act_as, &read);
+                steps.push(Box::pin(async move {
+                    client.query(act_as, &[&completion.student_sub]).await
+                }));
+                steps.push(Box::pin(async move {
+                    client.query(read, &[&completion.submission]).await
+                }));
+            }
+            steps.push(Box::pin(async {
+                client.batch_execute("commit").await.map(|()| Vec::new())
+            }));
+            let mut outputs = Vec::with_capacity(steps.len());
+            for output in in_order(steps).await {
+                outputs.push(output?);
+            }
+            Ok(outputs)
+        })
         .await?;
-    Ok(keys.iter().map(|key| completed.contains(&key.id)).collect())
+    let done: std::collections::HashSet<uuid::Uuid> =
+        outputs[1].iter().map(|row| row.get(0)).collect();
+    Ok(batch
+        .iter()
+        .enumerate()
+        .map(|(n, completion)| {
+            done.contains(&completion.job.id).then(|| {
+                outputs[3 + 2 * n]
+                    .first()
+                    .is_some_and(|row| row.get::<_, bool>(0))
+            })
+        })
+        .collect())
+}
+
+/// Whether the helper just called in `transaction` wrote the submission, read as
+/// its student (see [`WROTE`]).
+async fn wrote(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    student_sub: &str,
+    submission: uuid::Uuid,
+) -> Result<Wrote, tokio_postgres::Error> {
+    transaction.execute(ACT_AS, &[&student_sub]).await?;
+    Ok(transaction
+        .query_opt(WROTE, &[&submission])
+        .await?
+        .map(|row| Wrote {
+            vision: row.get(1),
+            feedback: row.get(2),
+        })
+        .unwrap_or_default())
 }
 
 /// Starts an adapter call unless the job is already cancelled (its lease may be

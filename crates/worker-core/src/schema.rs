@@ -1,49 +1,38 @@
-//! The SQL schema the worker relies on (`schema.sql`: tables, row-level security,
-//! the result helpers, the notify trigger), embedded in the binary and applied as
-//! one transaction.
+//! What the worker needs of the platform's database, and `learning-worker check`.
 //!
-//! The script is idempotent (`create … if not exists`, `create or replace`, drop-and-
-//! create for triggers and policies), so deployments and tests can apply it on every
-//! start. Concurrent appliers (several test processes sharing one server, two workers
-//! starting at once) are serialised by a transaction-scoped advisory lock, because
-//! `create role` and `create table if not exists` are not safe to race.
+//! The platform (gustav) owns its schema and builds it with its own migrations; the
+//! worker ships no SQL for it and never asks an operator to change it. It relies on:
+//!
+//! - `learning_submission_jobs`, the queue, with the platform's columns and its one
+//!   index `(status, visible_at)` (the lease statement is written for that index);
+//! - `learning_submissions`, read as the job's student: the platform's row-level
+//!   policy shows a member of `gustav_limited` a row only while `app.current_sub`
+//!   names its student;
+//! - three `SECURITY DEFINER` helpers that write a submission's result, failure or
+//!   retry. They do nothing (and say nothing) when the submission is no longer pending
+//!   or extracted, so the worker reads back what its call did;
+//! - the role `gustav_worker` (a member of `gustav_limited`) with its grants.
+//!
+//! Nothing notifies about jobs. The only notification is the platform's on channel
+//! `learning_submissions` (every new submission, whose job is inserted in the same
+//! transaction, and every status change): the worker listens there as a hint and
+//! polls every `WORKER_POLL_INTERVAL` for the rest (retries whose backoff ended,
+//! expired leases).
 
 use tokio_postgres::Client;
 
 use crate::database::DatabaseProblem;
 
-/// The schema script, as shipped in `schema.sql`.
-pub const SQL: &str = include_str!("schema.sql");
-
 /// The job table, schema-qualified, as `lease` needs it.
 pub const JOB_TABLE: &str = "public.learning_submission_jobs";
 /// The job table's column naming the submission a job is for.
 pub const JOB_KEY_COLUMN: &str = "submission_id";
-/// The channel the job table's insert trigger notifies.
-pub const JOB_CHANNEL: &str = "learning_submission_jobs";
+/// The platform's channel: a new submission (and its job) or a status change.
+pub const JOB_CHANNEL: &str = "learning_submissions";
 
 /// The queue of [`JOB_TABLE`].
 pub fn queue_config() -> lease::QueueConfig {
     lease::QueueConfig::new(JOB_TABLE, JOB_KEY_COLUMN).expect("the job table's names are valid")
-}
-
-/// The advisory-lock key that serialises concurrent [`apply`] calls.
-///
-/// An arbitrary constant; it only has to differ from other advisory locks the
-/// platform takes.
-const APPLY_LOCK_KEY: i64 = 0x6c77_5f73_6368_656d;
-
-/// Applies [`SQL`] in one transaction; running it again changes nothing.
-///
-/// Needs a role that may create tables, functions and roles (the platform's owner or
-/// a superuser), not the worker's own role.
-pub async fn apply(client: &mut Client) -> Result<(), tokio_postgres::Error> {
-    let transaction = client.transaction().await?;
-    transaction
-        .execute("select pg_advisory_xact_lock($1)", &[&APPLY_LOCK_KEY])
-        .await?;
-    transaction.batch_execute(SQL).await?;
-    transaction.commit().await
 }
 
 /// One line of `learning-worker check`.
@@ -59,101 +48,157 @@ pub struct Check {
 
 impl Check {
     /// Whether a failure stops the worker from working (and so makes it unready).
-    /// A missing lease index only makes it slower: `check` reports it, `/readyz`
-    /// does not.
+    /// A warning ([`DatabaseProblem::is_warning`]) is reported by `check` and
+    /// changes nothing else.
     pub fn blocks_work(&self) -> bool {
-        !self.ok && self.problem != DatabaseProblem::LeaseIndexMissing
+        !self.ok && !self.problem.is_warning()
     }
 }
 
-/// Checks, as the connected role, that the objects the worker needs exist, that the
-/// role has exactly the privileges it needs, and that it is not privileged.
+/// The columns the worker reads or writes, with the platform's types.
+const COLUMNS: &[(&str, &[(&str, &str)])] = &[
+    (
+        "learning_submissions",
+        &[
+            ("id", "uuid"),
+            ("student_sub", "text"),
+            ("kind", "text"),
+            ("text_body", "text"),
+            ("storage_key", "text"),
+            ("mime_type", "text"),
+            ("size_bytes", "integer"),
+            ("sha256", "text"),
+            ("analysis_status", "text"),
+            ("internal_metadata", "jsonb"),
+            ("completed_at", "timestamp with time zone"),
+            ("vision_last_attempt_at", "timestamp with time zone"),
+            ("feedback_last_attempt_at", "timestamp with time zone"),
+        ],
+    ),
+    (
+        "learning_submission_jobs",
+        &[
+            ("id", "uuid"),
+            ("submission_id", "uuid"),
+            ("payload", "jsonb"),
+            ("status", "text"),
+            ("retry_count", "integer"),
+            ("visible_at", "timestamp with time zone"),
+            ("lease_key", "uuid"),
+            ("leased_until", "timestamp with time zone"),
+            ("error_code", "text"),
+            ("created_at", "timestamp with time zone"),
+            ("updated_at", "timestamp with time zone"),
+        ],
+    ),
+];
+
+/// The helpers, by the signatures the worker calls.
+pub const HELPERS: [&str; 3] = [
+    "public.learning_worker_update_completed(uuid, text, text, jsonb)",
+    "public.learning_worker_update_failed(uuid, text, text)",
+    "public.learning_worker_mark_retry(uuid, text, text, timestamptz)",
+];
+
+/// Checks, as the connected role, that the platform's objects the worker needs are
+/// there with the types it reads, that the role may use them (privileges and
+/// row-level security), and that it is not privileged; and warns when the
+/// platform's result helpers are open to every role.
 pub async fn check(client: &Client) -> Result<Vec<Check>, tokio_postgres::Error> {
-    use DatabaseProblem::{LeaseIndexMissing, PermissionDenied, SchemaMissing};
-    const CHECKS: &[(&str, DatabaseProblem, &str)] = &[
-        (
-            "table learning_submissions",
+    use DatabaseProblem::{HelpersOpenToPublic, PermissionDenied, SchemaMissing};
+    let mut checks: Vec<(String, DatabaseProblem, String)> = Vec::new();
+    for (table, columns) in COLUMNS {
+        let wanted: Vec<String> = columns
+            .iter()
+            .map(|(name, ty)| format!("('{name}', '{ty}')"))
+            .collect();
+        checks.push((
+            format!(
+                "table {table} and the types of its {} columns the worker uses",
+                columns.len()
+            ),
             SchemaMissing,
-            "select to_regclass('public.learning_submissions') is not null",
-        ),
-        (
-            "table learning_submission_jobs",
+            format!(
+                "select count(*) = {count} from (values {values}) wanted(name, ty) \
+                 join pg_attribute a on a.attrelid = to_regclass('public.{table}') \
+                   and a.attname = wanted.name and not a.attisdropped \
+                   and format_type(a.atttypid, a.atttypmod) = wanted.ty",
+                count = columns.len(),
+                values = wanted.join(", "),
+            ),
+        ));
+    }
+    for helper in HELPERS {
+        checks.push((
+            format!("function {}", helper.trim_start_matches("public.")),
             SchemaMissing,
-            "select to_regclass('public.learning_submission_jobs') is not null",
+            format!("select to_regprocedure('{helper}') is not null"),
+        ));
+    }
+    checks.push((
+        "select on learning_submissions".to_owned(),
+        PermissionDenied,
+        "select has_table_privilege('public.learning_submissions', 'select')".to_owned(),
+    ));
+    checks.push((
+        "select, update, delete on learning_submission_jobs".to_owned(),
+        PermissionDenied,
+        "select has_table_privilege('public.learning_submission_jobs', 'select, update, delete')"
+            .to_owned(),
+    ));
+    checks.push((
+        "execute on the three helper functions".to_owned(),
+        PermissionDenied,
+        format!(
+            "select {}",
+            HELPERS
+                .iter()
+                .map(|helper| format!("has_function_privilege('{helper}', 'execute')"))
+                .collect::<Vec<_>>()
+                .join(" and ")
         ),
-        (
-            "table unit_tasks",
-            SchemaMissing,
-            "select to_regclass('public.unit_tasks') is not null",
-        ),
-        (
-            "notify trigger on learning_submission_jobs",
-            SchemaMissing,
-            "select exists (select 1 from pg_trigger where tgname = 'learning_submission_jobs_notify')",
-        ),
-        (
-            "function learning_worker_update_completed",
-            SchemaMissing,
-            "select to_regprocedure('public.learning_worker_update_completed(uuid, text, text, jsonb)') is not null",
-        ),
-        (
-            "function learning_worker_update_failed",
-            SchemaMissing,
-            "select to_regprocedure('public.learning_worker_update_failed(uuid, text, text)') is not null",
-        ),
-        (
-            "function learning_worker_mark_retry",
-            SchemaMissing,
-            "select to_regprocedure('public.learning_worker_mark_retry(uuid, text, text, timestamptz)') is not null",
-        ),
-        (
-            "index on learning_submission_jobs (status, visible_at, created_at)",
-            LeaseIndexMissing,
-            "select exists (select 1 from pg_index i \
-                    where i.indrelid = 'public.learning_submission_jobs'::regclass and i.indisvalid \
-                    and (i.indkey::int2[])[0:2] = (select array_agg(a.attnum order by o.n)::int2[] \
-                        from unnest(array['status', 'visible_at', 'created_at']) with ordinality as o(name, n) \
-                        join pg_attribute a on a.attrelid = i.indrelid and a.attname = o.name))",
-        ),
-        (
-            "select on learning_submissions and unit_tasks",
-            PermissionDenied,
-            "select has_table_privilege('public.learning_submissions', 'select') \
-                    and has_table_privilege('public.unit_tasks', 'select')",
-        ),
-        (
-            "select, update, delete on learning_submission_jobs",
-            PermissionDenied,
-            "select has_table_privilege('public.learning_submission_jobs', 'select, update, delete')",
-        ),
-        (
-            "execute on the three helper functions",
-            PermissionDenied,
-            "select has_function_privilege('public.learning_worker_update_completed(uuid, text, text, jsonb)', 'execute') \
-                    and has_function_privilege('public.learning_worker_update_failed(uuid, text, text)', 'execute') \
-                    and has_function_privilege('public.learning_worker_mark_retry(uuid, text, text, timestamptz)', 'execute')",
-        ),
-        (
-            "role is not a superuser and cannot bypass row-level security",
-            PermissionDenied,
-            "select not rolsuper and not rolbypassrls from pg_roles where rolname = current_user",
-        ),
-    ];
-    let mut checks = Vec::with_capacity(CHECKS.len());
-    for (name, problem, sql) in CHECKS {
+    ));
+    // Under row-level security without a policy for this role every submission
+    // would look missing, and the worker would remove every job.
+    checks.push((
+        "a row-level policy lets the role read a submission as its student".to_owned(),
+        PermissionDenied,
+        "select not c.relrowsecurity or exists ( \
+             select from pg_policy p where p.polrelid = c.oid and p.polcmd in ('r', '*') \
+               and p.polpermissive \
+               and (0 = any(p.polroles) or exists ( \
+                   select from unnest(p.polroles) r where pg_has_role(current_user, r, 'usage')))) \
+         from pg_class c where c.oid = to_regclass('public.learning_submissions')"
+            .to_owned(),
+    ));
+    checks.push((
+        "role is not a superuser and cannot bypass row-level security".to_owned(),
+        PermissionDenied,
+        "select not rolsuper and not rolbypassrls from pg_roles where rolname = current_user"
+            .to_owned(),
+    ));
+    checks.push((
+        "only the worker may call the result helpers (warning)".to_owned(),
+        HelpersOpenToPublic,
+        "select not exists (select from pg_proc p \
+             where p.pronamespace = 'public'::regnamespace and p.prosecdef \
+               and p.proname in ('learning_worker_update_completed', 'learning_worker_update_failed', \
+                                 'learning_worker_mark_retry') \
+               and (p.proacl is null or exists (select from aclexplode(p.proacl) a \
+                                                where a.grantee = 0 and a.privilege_type = 'EXECUTE')))"
+            .to_owned(),
+    ));
+    let mut results = Vec::with_capacity(checks.len());
+    for (name, problem, sql) in checks {
         // A missing object makes some checks raise instead of returning false.
-        let ok = match client.query_one(*sql, &[]).await {
+        let ok = match client.query_one(sql.as_str(), &[]).await {
             Ok(row) => row.get::<_, Option<bool>>(0).unwrap_or(false),
             Err(error) if error.as_db_error().is_some() => false,
             Err(error) => return Err(error),
         };
-        checks.push(Check {
-            name: (*name).to_owned(),
-            ok,
-            problem: *problem,
-        });
+        results.push(Check { name, ok, problem });
     }
-    Ok(checks)
+    Ok(results)
 }
 
 /// Who the connected role is, for refusing privileged roles.

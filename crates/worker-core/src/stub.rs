@@ -11,13 +11,14 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::adapter::{
     AdapterError, AdapterFuture, ErrorClass, FeedbackAdapter, FeedbackInput, FeedbackOutput,
     JobContext, VisionAdapter, VisionInput, VisionOutput,
 };
+use crate::analysis::{Analysis, CriterionResult, DEFAULT_MAX_SCORE};
 use crate::vocabulary::Phase;
 
 /// One `AI_STUB_FAIL` entry.
@@ -111,6 +112,7 @@ impl StubAdapter {
             Some(failure) => Err(AdapterError {
                 class: failure.class,
                 message: format!("stub {} failure", phase.as_str()),
+                input: None,
             }),
             None => Ok(()),
         }
@@ -149,40 +151,19 @@ impl FeedbackAdapter for StubAdapter {
         Box::pin(async move {
             self.call(Phase::Feedback, &input.job, cancel).await?;
             let words = input.text_md.split_whitespace().count();
-            let criteria: Vec<Value> = input.criteria.as_array().cloned().unwrap_or_default();
-            let results: Vec<Value> = criteria
+            let results = input
+                .criteria
                 .iter()
                 .enumerate()
                 .map(|(index, criterion)| {
-                    let name = criterion
-                        .as_str()
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| criterion.to_string());
-                    json!({
-                        "criterion": name,
-                        "score": (words + index) % 11,
-                        "max_score": 10,
-                        "explanation_md": format!("Stub assessment of criterion {}.", index + 1),
-                    })
+                    let score = i64::try_from((words + index) % 11).unwrap_or(0);
+                    let explanation = format!("Stub assessment of criterion {}.", index + 1);
+                    CriterionResult::new(criterion, score, DEFAULT_MAX_SCORE, &explanation)
                 })
                 .collect();
-            let score = if results.is_empty() {
-                Value::Null
-            } else {
-                let total: u64 = results
-                    .iter()
-                    .filter_map(|result| result["score"].as_u64())
-                    .sum();
-                json!(total * 100 / (10 * results.len() as u64))
-            };
             Ok(FeedbackOutput {
                 feedback_md: format!("Stub feedback on a text of {words} words."),
-                analysis_json: json!({
-                    "schema": "criteria.v2",
-                    "parse_status": "parsed",
-                    "score": score,
-                    "criteria_results": results,
-                }),
+                analysis_json: Analysis::new(None, results).to_json(),
             })
         })
     }

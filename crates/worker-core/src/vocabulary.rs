@@ -108,6 +108,14 @@ closed_set! {
         VisionFailed = "vision_failed",
         /// Feedback failed for good.
         FeedbackFailed = "feedback_failed",
+        /// The upload cannot be used as it is: unreadable, damaged, or not what the
+        /// row says it is (size, checksum, type).
+        InputCorrupt = "input_corrupt",
+        /// The upload is of a kind no backend can read (a MIME type, a PDF without
+        /// pages), or the job asks for something this worker does not do.
+        InputUnsupported = "input_unsupported",
+        /// The upload is larger than the platform's 10 MiB.
+        InputTooLarge = "input_too_large",
     }
 }
 

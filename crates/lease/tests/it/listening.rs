@@ -24,14 +24,17 @@ async fn connected(listener: &Listener) {
 async fn an_insert_wakes_the_listener() {
     let db = TestDb::new().await.unwrap();
     let client = db.connect().await.unwrap();
-    let listener = Listener::spawn(db.worker_config(), NoTls, "learning_submission_jobs").unwrap();
+    let listener = Listener::spawn(db.worker_config(), NoTls, "learning_submissions").unwrap();
     connected(&listener).await;
     assert!(
         !listener.wait(Duration::from_millis(50)).await,
         "no wake-up without an insert"
     );
 
-    fixtures::job().insert(&client).await.unwrap();
+    fixtures::submission()
+        .insert_with_job(&client)
+        .await
+        .unwrap();
 
     assert!(
         tokio::time::timeout(Duration::from_secs(60), listener.wait(NEVER))
@@ -45,7 +48,7 @@ async fn the_listener_comes_back_after_a_restart() {
     let db = TestDb::on(fixtures::Server::private().unwrap())
         .await
         .unwrap();
-    let listener = Listener::spawn(db.worker_config(), NoTls, "learning_submission_jobs").unwrap();
+    let listener = Listener::spawn(db.worker_config(), NoTls, "learning_submissions").unwrap();
     connected(&listener).await;
 
     tokio::task::block_in_place(|| db.server().require_cluster().unwrap().restart()).unwrap();
@@ -58,7 +61,10 @@ async fn the_listener_comes_back_after_a_restart() {
     }
     connected(&listener).await;
     let client = db.connect().await.unwrap();
-    fixtures::job().insert(&client).await.unwrap();
+    fixtures::submission()
+        .insert_with_job(&client)
+        .await
+        .unwrap();
 
     assert!(
         tokio::time::timeout(Duration::from_secs(60), listener.wait(NEVER))

@@ -1,20 +1,41 @@
-//! The feedback prompt and the parsing of the model's reply into `criteria.v2`.
+//! The feedback prompt, and the model's reply turned into the platform's
+//! `criteria.v2` (see [`crate::analysis`]).
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::adapter::{FeedbackInput, FeedbackOutput};
+use crate::analysis::{Analysis, CriterionResult, DEFAULT_MAX_SCORE};
+
+/// A criterion's explanation when the model gave none.
+const NO_EXPLANATION: &str = "Keine Begründung erhalten.";
+
+/// How a reply was read: logged, never stored (the platform's schema has no place
+/// for it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParseStatus {
+    /// The reply was the JSON asked for.
+    Parsed,
+    /// The reply was prose: it became the feedback, every criterion scored 0.
+    Prose,
+}
+
+impl ParseStatus {
+    /// The word in the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParseStatus::Parsed => "parsed",
+            ParseStatus::Prose => "prose",
+        }
+    }
+}
 
 /// The prompt: instructions, then the task, then the student's text verbatim.
 pub fn prompt(input: &FeedbackInput) -> String {
-    let criteria: Vec<String> = match &input.criteria {
-        Value::Array(items) => items.iter().map(criterion_name).collect(),
-        Value::Null => Vec::new(),
-        other => vec![other.to_string()],
-    };
-    let criteria_list = if criteria.is_empty() {
+    let criteria_list = if input.criteria.is_empty() {
         "(none given)".to_owned()
     } else {
-        criteria
+        input
+            .criteria
             .iter()
             .map(|criterion| format!("- {criterion}"))
             .collect::<Vec<_>>()
@@ -23,9 +44,9 @@ pub fn prompt(input: &FeedbackInput) -> String {
     format!(
         "You are a teacher giving formative feedback on a student's answer.\n\
          Answer with a single JSON object and nothing else, of this shape:\n\
-         {{\"feedback_md\": \"feedback for the student in Markdown\", \"score\": 0-100, \
+         {{\"feedback_md\": \"feedback for the student in Markdown\", \"score\": 0-5, \
          \"criteria_results\": [{{\"criterion\": \"...\", \"score\": 0-10, \"explanation_md\": \"...\"}}]}}\n\
-         with one entry in criteria_results per criterion below.\n\n\
+         with one entry in criteria_results per criterion below, in that order.\n\n\
          ## Task\n{}\n\n## Hints for the teacher\n{}\n\n## Criteria\n{criteria_list}\n\n\
          ## Student's answer (verbatim)\n{}\n",
         input
@@ -37,20 +58,11 @@ pub fn prompt(input: &FeedbackInput) -> String {
     )
 }
 
-fn criterion_name(criterion: &Value) -> String {
-    match criterion {
-        Value::String(name) => name.clone(),
-        Value::Object(fields) => ["title", "criterion", "name", "description"]
-            .iter()
-            .find_map(|key| fields.get(*key).and_then(Value::as_str))
-            .map_or_else(|| criterion.to_string(), str::to_owned),
-        other => other.to_string(),
-    }
-}
-
-/// Turns a reply into feedback. A reply without usable JSON is still feedback:
-/// its text becomes `feedback_md` with `parse_status: "model"`.
-pub fn parse(reply: &str, model: &str) -> FeedbackOutput {
+/// Turns a reply into feedback for `criteria` (the task's, in order). A reply
+/// without usable JSON is still feedback: its text becomes `feedback_md`, and the
+/// analysis scores every criterion 0 with an overall 0, as the platform's own
+/// fallback does.
+pub fn parse(reply: &str, criteria: &[String]) -> (FeedbackOutput, ParseStatus) {
     let parsed = json_object(reply).and_then(|object| {
         let feedback_md = object
             .get("feedback_md")
@@ -60,37 +72,74 @@ pub fn parse(reply: &str, model: &str) -> FeedbackOutput {
         (!feedback_md.is_empty()).then_some((object, feedback_md))
     });
     let Some((object, feedback_md)) = parsed else {
-        return FeedbackOutput {
+        let results = criteria
+            .iter()
+            .map(|criterion| CriterionResult::new(criterion, 0, DEFAULT_MAX_SCORE, NO_EXPLANATION))
+            .collect();
+        let output = FeedbackOutput {
             feedback_md: reply.trim().to_owned(),
-            analysis_json: json!({"schema": "criteria.v2", "parse_status": "model", "score": null,
-                                  "criteria_results": [], "model": model}),
+            analysis_json: Analysis::new(Some(0), results).to_json(),
         };
+        return (output, ParseStatus::Prose);
     };
-    let score = object
-        .get("score")
-        .and_then(Value::as_f64)
-        .filter(|score| (0.0..=100.0).contains(score))
-        .map(|score| score.round() as u64);
-    let criteria_results: Vec<Value> = object
+    let replied: Vec<&Value> = object
         .get("criteria_results")
         .and_then(Value::as_array)
-        .map(|results| {
-            results
-                .iter()
-                .filter_map(|result| {
-                    let criterion = result.get("criterion").map(criterion_name)?;
-                    let score = result.get("score").and_then(Value::as_f64).filter(|score| (0.0..=10.0).contains(score))?;
-                    let explanation = result.get("explanation_md").and_then(Value::as_str).unwrap_or("");
-                    Some(json!({"criterion": criterion, "score": score.round() as u64, "max_score": 10, "explanation_md": explanation}))
-                })
-                .collect()
-        })
+        .map(|results| results.iter().collect())
         .unwrap_or_default();
-    FeedbackOutput {
+    let results = criteria
+        .iter()
+        .enumerate()
+        .map(|(position, criterion)| {
+            let entry = replied
+                .iter()
+                .find(|entry| names(entry, criterion))
+                .or_else(|| {
+                    replied
+                        .get(position)
+                        .filter(|entry| !names_another(entry, criteria))
+                })
+                .copied();
+            let score = entry.and_then(|entry| whole_number(entry.get("score")));
+            let max_score = entry
+                .and_then(|entry| whole_number(entry.get("max_score")))
+                .filter(|max| *max >= 1)
+                .unwrap_or(DEFAULT_MAX_SCORE);
+            let explanation = entry
+                .and_then(|entry| entry.get("explanation_md"))
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .filter(|text| !text.is_empty())
+                .unwrap_or(NO_EXPLANATION);
+            CriterionResult::new(criterion, score.unwrap_or(0), max_score, explanation)
+        })
+        .collect();
+    let overall = whole_number(object.get("score"));
+    let output = FeedbackOutput {
         feedback_md,
-        analysis_json: json!({"schema": "criteria.v2", "parse_status": "parsed", "score": score,
-                              "criteria_results": criteria_results, "model": model}),
-    }
+        analysis_json: Analysis::new(overall, results).to_json(),
+    };
+    (output, ParseStatus::Parsed)
+}
+
+/// Whether a reply's entry is about `criterion` (models change case and spacing).
+fn names(entry: &Value, criterion: &str) -> bool {
+    entry
+        .get("criterion")
+        .and_then(Value::as_str)
+        .is_some_and(|name| name.trim().eq_ignore_ascii_case(criterion.trim()))
+}
+
+/// Whether a reply's entry names a criterion of the task (so it is not taken by
+/// position for another).
+fn names_another(entry: &Value, criteria: &[String]) -> bool {
+    criteria.iter().any(|criterion| names(entry, criterion))
+}
+
+/// A number as a whole number, rounded; `None` for anything else.
+fn whole_number(value: Option<&Value>) -> Option<i64> {
+    let number = value?.as_f64()?;
+    number.is_finite().then(|| number.round() as i64)
 }
 
 /// The first JSON object in a reply; models like to wrap JSON in prose or fences.

@@ -285,7 +285,9 @@ impl FeedbackAdapter for OllamaAdapter {
                     "feedback model returned an empty reply",
                 ));
             }
-            Ok(feedback::parse(&reply, &self.config.feedback_model))
+            let (output, parse_status) = feedback::parse(&reply, &input.criteria);
+            tracing::info!(job_id = %input.job.job_id, parse_status = parse_status.as_str(), model = %self.config.feedback_model, "feedback reply read");
+            Ok(output)
         })
     }
 }

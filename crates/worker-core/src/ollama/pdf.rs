@@ -64,7 +64,7 @@ pub async fn prepare(
     }
     let pages = rasterise(&file.path, tools_path).await?;
     if pages.is_empty() {
-        return Err(AdapterError::permanent("the PDF has no pages"));
+        return Err(AdapterError::input_unsupported("the PDF has no pages"));
     }
     Ok(Prepared::Rasterised(pages))
 }
@@ -105,7 +105,7 @@ async fn text_layer(
     })
     .await?;
     if !output.status.success() {
-        return Err(AdapterError::permanent("pdftotext cannot read the PDF"));
+        return Err(AdapterError::input_corrupt("pdftotext cannot read the PDF"));
     }
     let text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
     let letters = text.chars().filter(|c| c.is_alphabetic()).count();
@@ -130,7 +130,9 @@ async fn rasterise(
     })
     .await?;
     if !output.status.success() {
-        return Err(AdapterError::permanent("pdftoppm cannot render the PDF"));
+        return Err(AdapterError::input_corrupt(
+            "pdftoppm cannot render the PDF",
+        ));
     }
     let mut names: Vec<_> = std::fs::read_dir(dir.path())
         .map_err(|_| AdapterError::transient("cannot read rendered pages"))?

@@ -4,8 +4,12 @@
 //! uploads, so it is treated as hostile: absolute paths and `..` are refused, and
 //! the resolved path (symlinks followed) must still lie inside the storage root.
 //! The file must be at most 10 MiB, match the row's size and sha256, and its magic
-//! bytes must match the declared MIME type. Every violation is a permanent error:
-//! retrying cannot make a wrong file right. A storage root that is not there at
+//! bytes must match the declared MIME type. Every violation is a permanent error,
+//! since retrying cannot make a wrong file right, and names the platform's code for
+//! it: `input_too_large` over 10 MiB, `input_unsupported` for a type nothing here
+//! reads, `input_corrupt` for a file that is not what its row says (or a key that
+//! leaves the root). A file that is missing or unreadable fails as `vision_failed`:
+//! that is the storage's fault, not the upload's. A storage root that is not there at
 //! all is the host's problem, not the file's: a misconfigured error.
 
 use std::path::{Component, Path, PathBuf};
@@ -65,7 +69,7 @@ pub struct SubmissionFile {
 
 /// Resolves `key` below `root`, refusing anything that escapes it.
 pub fn resolve(root: &Path, key: &str) -> Result<PathBuf, AdapterError> {
-    let escapes = || AdapterError::permanent("storage key escapes the storage root");
+    let escapes = || AdapterError::input_corrupt("storage key escapes the storage root");
     let relative = Path::new(key);
     let plain = !key.is_empty()
         && relative
@@ -103,12 +107,12 @@ pub async fn read_verified(
         .await
         .map_err(|_| AdapterError::permanent("submission file is not readable"))?;
     if !metadata.is_file() {
-        return Err(AdapterError::permanent(
+        return Err(AdapterError::input_corrupt(
             "submission file is not a regular file",
         ));
     }
     if metadata.len() > MAX_FILE_BYTES {
-        return Err(AdapterError::permanent(
+        return Err(AdapterError::input_too_large(
             "submission file is larger than 10 MiB",
         ));
     }
@@ -116,14 +120,14 @@ pub async fn read_verified(
         .await
         .map_err(|_| AdapterError::permanent("submission file is not readable"))?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(AdapterError::permanent(
+        return Err(AdapterError::input_too_large(
             "submission file is larger than 10 MiB",
         ));
     }
     if let Some(expected) = size_bytes
         && u64::try_from(expected).ok() != Some(bytes.len() as u64)
     {
-        return Err(AdapterError::permanent(
+        return Err(AdapterError::input_corrupt(
             "submission file size differs from the recorded size",
         ));
     }
@@ -133,13 +137,13 @@ pub async fn read_verified(
             .map(|byte| format!("{byte:02x}"))
             .collect();
         if !actual.eq_ignore_ascii_case(expected) {
-            return Err(AdapterError::permanent(
+            return Err(AdapterError::input_corrupt(
                 "submission file sha256 differs from the recorded one",
             ));
         }
     }
-    let kind =
-        FileKind::sniff(&bytes).ok_or_else(|| AdapterError::permanent("unsupported file type"))?;
+    let kind = FileKind::sniff(&bytes)
+        .ok_or_else(|| AdapterError::input_unsupported("unsupported file type"))?;
     if let Some(declared) = declared_mime
         && !declared.eq_ignore_ascii_case(kind.mime_type())
     {
@@ -148,9 +152,9 @@ pub async fn read_verified(
             .iter()
             .any(|mime| declared.eq_ignore_ascii_case(mime))
         {
-            return Err(AdapterError::permanent("unsupported MIME type"));
+            return Err(AdapterError::input_unsupported("unsupported MIME type"));
         }
-        return Err(AdapterError::permanent(format!(
+        return Err(AdapterError::input_corrupt(format!(
             "declared {declared} but the file is {}",
             kind.mime_type()
         )));
@@ -166,7 +170,7 @@ pub async fn read_submission_file(
     let key = input
         .storage_key
         .as_deref()
-        .ok_or_else(|| AdapterError::permanent("submission has no storage key"))?;
+        .ok_or_else(|| AdapterError::input_corrupt("submission has no storage key"))?;
     read_verified(
         root,
         key,

@@ -209,7 +209,8 @@ async fn exhausted_retries_and_permanent_errors_fail_with_their_code() {
         .await;
 
     for (submission, code, attempts) in [
-        (&exhausted, "vision_failed", 2),
+        // Two retries and the failure itself each count a vision attempt.
+        (&exhausted, "vision_failed", 3),
         (&permanent, "feedback_failed", 0),
     ] {
         let row = client

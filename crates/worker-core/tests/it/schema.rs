@@ -1,74 +1,12 @@
-//! The schema contract (`schema.sql`) checked against a real server.
+//! The platform's schema as the worker meets it (built by `fixtures::platform`),
+//! checked against a real server: row-level security, the helpers' real behaviour
+//! (no-ops on a mismatch, two overloads), the one notification, and `check`.
 
 use std::time::Duration;
 
 use fixtures::TestDb;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
-
-/// Every schema object of `public` and the worker role, one line each, sorted: two
-/// equal fingerprints mean the schema did not change.
-const FINGERPRINT: &str = r#"
-select string_agg(item, E'\n' order by item) from (
-    select format('rel %s %s rls=%s acl=%s', c.relname, c.relkind, c.relrowsecurity, c.relacl)
-      from pg_class c where c.relnamespace = 'public'::regnamespace
-    union all
-    select format('col %s.%s %s notnull=%s default=%s', a.attrelid::regclass, a.attname,
-                  format_type(a.atttypid, a.atttypmod), a.attnotnull, pg_get_expr(d.adbin, d.adrelid))
-      from pg_attribute a
-      join pg_class c on c.oid = a.attrelid and c.relnamespace = 'public'::regnamespace
-      left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
-     where a.attnum > 0 and not a.attisdropped
-    union all
-    select format('con %s %s %s', conrelid::regclass, conname, pg_get_constraintdef(oid))
-      from pg_constraint where connamespace = 'public'::regnamespace
-    union all
-    select format('fn %s %s acl=%s', p.oid::regprocedure, md5(pg_get_functiondef(p.oid)), p.proacl)
-      from pg_proc p where p.pronamespace = 'public'::regnamespace
-    union all
-    select format('trigger %s', pg_get_triggerdef(oid)) from pg_trigger where not tgisinternal
-    union all
-    select format('policy %s %s %s %s', polrelid::regclass, polname, polcmd, pg_get_expr(polqual, polrelid))
-      from pg_policy
-    union all
-    select format('role %s login=%s super=%s bypassrls=%s', rolname, rolcanlogin, rolsuper, rolbypassrls)
-      from pg_roles where rolname = 'gustav_worker'
-) items (item)
-"#;
-
-async fn fingerprint(client: &Client) -> String {
-    client.query_one(FINGERPRINT, &[]).await.unwrap().get(0)
-}
-
-#[tokio::test]
-async fn applying_twice_changes_nothing() {
-    let db = TestDb::new().await.unwrap();
-    let mut client = db.connect().await.unwrap();
-    let submission = fixtures::submission().insert(&client).await.unwrap();
-    let before = fingerprint(&client).await;
-    assert!(
-        before.contains("fn learning_worker_update_completed("),
-        "{before}"
-    );
-    assert!(
-        before.contains("trigger CREATE TRIGGER learning_submission_jobs_notify"),
-        "{before}"
-    );
-
-    worker_core::schema::apply(&mut client).await.unwrap();
-    worker_core::schema::apply(&mut client).await.unwrap();
-
-    assert_eq!(fingerprint(&client).await, before);
-    let kept: i64 = client
-        .query_one(
-            "select count(*) from learning_submissions where id = $1",
-            &[&submission.id],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(kept, 1, "re-applying keeps the data");
-}
 
 #[tokio::test]
 async fn worker_sees_only_the_current_students_submissions() {
@@ -127,20 +65,67 @@ async fn worker_cannot_update_submissions_directly() {
         .unwrap_err();
     assert_eq!(error.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE));
     let error = worker
-        .execute("delete from unit_tasks", &[])
+        .execute(
+            "select 1 from learning_submissions where id = $1 for update",
+            &[&submission.id],
+        )
         .await
         .unwrap_err();
-    assert_eq!(error.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE));
+    assert_eq!(
+        error.code(),
+        Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+        "the worker cannot lock a submission: a check before the helper call is racy"
+    );
 }
 
 #[tokio::test]
-async fn worker_calls_the_three_helpers() {
+async fn a_hidden_section_hides_the_task_even_from_the_student_who_answered_it() {
+    let db = TestDb::new().await.unwrap();
+    let admin = db.connect().await.unwrap();
+    let submission = fixtures::submission()
+        .student("alice")
+        .insert(&admin)
+        .await
+        .unwrap();
+    let mut worker = db.connect_as_worker().await.unwrap();
+    let visible_tasks = async |worker: &mut Client| -> i64 {
+        let transaction = worker.transaction().await.unwrap();
+        transaction
+            .execute("select set_config('app.current_sub', 'alice', true)", &[])
+            .await
+            .unwrap();
+        transaction
+            .query_one("select count(*) from unit_tasks", &[])
+            .await
+            .unwrap()
+            .get(0)
+    };
+    assert_eq!(visible_tasks(&mut worker).await, 1);
+
+    admin
+        .execute(
+            "update module_section_releases set visible = false, released_at = null \
+             where section_id = $1",
+            &[&submission.task.section_id],
+        )
+        .await
+        .unwrap();
+
+    assert_eq!(
+        visible_tasks(&mut worker).await,
+        0,
+        "the task context must come from the job's payload"
+    );
+}
+
+#[tokio::test]
+async fn the_helpers_write_what_the_platform_defines() {
     let db = TestDb::new().await.unwrap();
     let admin = db.connect().await.unwrap();
     let completed = fixtures::submission().insert(&admin).await.unwrap();
     let failed = fixtures::submission().image().insert(&admin).await.unwrap();
     let worker = db.connect_as_worker().await.unwrap();
-    let analysis = serde_json::json!({"schema": "criteria.v2", "parse_status": "parsed"});
+    let analysis = serde_json::json!({"schema": "criteria.v2", "score": 3, "criteria_results": []});
 
     worker
         .execute(
@@ -151,14 +136,14 @@ async fn worker_calls_the_three_helpers() {
         .unwrap();
     worker
         .execute(
-            "select learning_worker_update_failed($1, 'vision_failed', repeat('x', 5000))",
+            "select learning_worker_update_failed($1, 'input_corrupt', repeat('x', 5000))",
             &[&failed.id],
         )
         .await
         .unwrap();
     worker
         .execute(
-            "select learning_worker_update_completed($1, 'the text', 'well done', $2)",
+            "select learning_worker_update_completed($1, 'the text', 'well done', $2::jsonb)",
             &[&completed.id, &analysis],
         )
         .await
@@ -166,23 +151,30 @@ async fn worker_calls_the_three_helpers() {
 
     let row = admin
         .query_one(
-            "select analysis_status, error_code, vision_attempts, length(vision_last_error) \
+            "select analysis_status, error_code, vision_attempts, length(vision_last_error), \
+                    analysis_json is null \
              from learning_submissions where id = $1",
             &[&failed.id],
         )
         .await
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "failed");
-    assert_eq!(row.get::<_, String>(1), "vision_failed");
-    assert_eq!(row.get::<_, i32>(2), 1);
+    assert_eq!(row.get::<_, String>(1), "input_corrupt");
+    assert_eq!(
+        row.get::<_, i32>(2),
+        1,
+        "the retry counted; input_* does not"
+    );
     assert_eq!(
         row.get::<_, i32>(3),
         1024,
         "the message is cut to 1024 chars"
     );
+    assert!(row.get::<_, bool>(4));
     let row = admin
         .query_one(
-            "select analysis_status, feedback_md, analysis_json, completed_at is not null \
+            "select analysis_status, feedback_md, analysis_json, completed_at is not null, \
+                    vision_attempts, vision_last_attempt_at = feedback_last_attempt_at \
              from learning_submissions where id = $1",
             &[&completed.id],
         )
@@ -192,35 +184,62 @@ async fn worker_calls_the_three_helpers() {
     assert_eq!(row.get::<_, String>(1), "well done");
     assert_eq!(row.get::<_, serde_json::Value>(2), analysis);
     assert!(row.get::<_, bool>(3));
+    assert_eq!(
+        row.get::<_, i32>(4),
+        1,
+        "completion counts a vision attempt"
+    );
+    assert!(row.get::<_, bool>(5));
 }
 
 #[tokio::test]
-async fn completing_twice_raises() {
+async fn an_untyped_analysis_is_ambiguous_between_the_two_overloads() {
+    let db = TestDb::new().await.unwrap();
+    let worker = db.connect_as_worker().await.unwrap();
+    let error = worker
+        .prepare("select learning_worker_update_completed($1, $2, $3, $4)")
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Some(&SqlState::AMBIGUOUS_FUNCTION));
+    worker
+        .prepare("select learning_worker_update_completed($1, $2, $3, $4::jsonb)")
+        .await
+        .expect("typed, the jsonb overload is chosen");
+}
+
+#[tokio::test]
+async fn a_second_completion_changes_nothing_and_says_nothing() {
     let db = TestDb::new().await.unwrap();
     let admin = db.connect().await.unwrap();
     let submission = fixtures::submission().insert(&admin).await.unwrap();
     let worker = db.connect_as_worker().await.unwrap();
-    let complete = "select learning_worker_update_completed($1, 'text', 'first', '{}'::jsonb)";
+    let complete = "select learning_worker_update_completed($1, 'text', $2, '{}'::jsonb)";
 
-    worker.execute(complete, &[&submission.id]).await.unwrap();
-    let error = worker
-        .execute(complete, &[&submission.id])
+    worker
+        .execute(complete, &[&submission.id, &"first"])
         .await
-        .unwrap_err();
-
-    assert_eq!(
-        error.code(),
-        Some(&SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE)
-    );
-    let feedback: String = admin
-        .query_one(
-            "select feedback_md from learning_submissions where id = $1",
+        .unwrap();
+    worker
+        .execute(complete, &[&submission.id, &"second"])
+        .await
+        .expect("the platform's helpers do not raise on a mismatch");
+    worker
+        .execute(
+            "select learning_worker_update_failed($1, 'feedback_failed', 'late')",
             &[&submission.id],
         )
         .await
-        .unwrap()
-        .get(0);
-    assert_eq!(feedback, "first");
+        .unwrap();
+
+    let row = admin
+        .query_one(
+            "select feedback_md, analysis_status from learning_submissions where id = $1",
+            &[&submission.id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "first");
+    assert_eq!(row.get::<_, String>(1), "completed");
 }
 
 #[tokio::test]
@@ -240,16 +259,17 @@ async fn helpers_reject_unknown_codes_and_phases() {
             .unwrap_err();
         assert_eq!(
             error.code(),
-            Some(&SqlState::INVALID_PARAMETER_VALUE),
+            Some(&SqlState::RAISE_EXCEPTION),
             "{statement}"
         );
     }
 }
 
 #[tokio::test]
-async fn inserting_a_job_notifies_the_channel() {
+async fn a_new_submission_notifies_the_platforms_channel_and_a_job_alone_nothing() {
     let db = TestDb::new().await.unwrap();
     let admin = db.connect().await.unwrap();
+    let submission = fixtures::submission().insert(&admin).await.unwrap();
     let (listener, mut connection) = db.worker_config().connect(NoTls).await.unwrap();
     let (notifications, mut received) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -262,82 +282,84 @@ async fn inserting_a_job_notifies_the_channel() {
         }
     });
     listener
-        .batch_execute("listen learning_submission_jobs")
+        .batch_execute("listen learning_submissions; listen learning_submission_jobs")
         .await
         .unwrap();
 
-    fixtures::job().insert(&admin).await.unwrap();
+    fixtures::job()
+        .submission(&submission)
+        .insert(&admin)
+        .await
+        .unwrap();
+    fixtures::submission().insert(&admin).await.unwrap();
 
     let channel = tokio::time::timeout(Duration::from_secs(30), received.recv())
         .await
         .expect("a notification arrives")
         .unwrap();
-    assert_eq!(channel, "learning_submission_jobs");
+    assert_eq!(
+        channel, "learning_submissions",
+        "the job insert came first and said nothing"
+    );
 }
 
-/// The quoted words of each `check (column in (…))` constraint, by `table.column`.
-async fn check_constraint_words(
-    client: &Client,
-) -> std::collections::BTreeMap<String, Vec<String>> {
-    let rows = client
-        .query(
-            "select conrelid::regclass::text, pg_get_constraintdef(oid) from pg_constraint \
-             where contype = 'c' and connamespace = 'public'::regnamespace",
-            &[],
+/// The quoted words of a named check constraint.
+async fn check_constraint_words(client: &Client, name: &str) -> Vec<String> {
+    let definition: String = client
+        .query_one(
+            "select pg_get_constraintdef(oid) from pg_constraint \
+             where conname = $1 and connamespace = 'public'::regnamespace",
+            &[&name],
         )
         .await
-        .unwrap();
-    rows.iter()
-        .filter_map(|row| {
-            let table: String = row.get(0);
-            let definition: String = row.get(1);
-            // CHECK ((kind = ANY (ARRAY['text'::text, 'image'::text, 'file'::text])))
-            let column = definition
-                .strip_prefix("CHECK ((")?
-                .split(' ')
-                .next()?
-                .to_owned();
-            let words: Vec<String> = definition
-                .split('\'')
-                .skip(1)
-                .step_by(2)
-                .map(str::to_owned)
-                .collect();
-            (!words.is_empty()).then(|| (format!("{table}.{column}"), words))
-        })
-        .collect()
+        .unwrap()
+        .get(0);
+    // CHECK ((kind = ANY (ARRAY['text'::text, 'image'::text, 'file'::text])))
+    let mut words: Vec<String> = definition
+        .split('\'')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect();
+    words.sort();
+    words
 }
 
 fn words<T: std::fmt::Display>(all: &[T]) -> Vec<String> {
-    all.iter().map(ToString::to_string).collect()
+    let mut words: Vec<String> = all.iter().map(ToString::to_string).collect();
+    words.sort();
+    words
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_closed_sets_are_exactly_the_schema_check_constraints() {
     use worker_core::vocabulary::{AnalysisStatus, JobStatus, SubmissionErrorCode, SubmissionKind};
     let db = TestDb::new().await.unwrap();
-    let sets = check_constraint_words(&db.connect().await.unwrap()).await;
-    assert_eq!(
-        sets["learning_submissions.kind"],
-        words(SubmissionKind::ALL)
-    );
-    assert_eq!(
-        sets["learning_submissions.analysis_status"],
-        words(AnalysisStatus::ALL)
-    );
-    assert_eq!(
-        sets["learning_submissions.error_code"],
-        words(SubmissionErrorCode::ALL)
-    );
-    assert_eq!(
-        sets["learning_submission_jobs.status"],
-        words(JobStatus::ALL)
-    );
-    assert_eq!(
-        sets.len(),
-        4,
-        "a new check constraint wants its closed set: {sets:?}"
-    );
+    let client = db.connect().await.unwrap();
+    for (constraint, closed_set) in [
+        (
+            "learning_submissions_kind_check",
+            words(SubmissionKind::ALL),
+        ),
+        (
+            "learning_submissions_analysis_status_check",
+            words(AnalysisStatus::ALL),
+        ),
+        (
+            "learning_submissions_error_code_check",
+            words(SubmissionErrorCode::ALL),
+        ),
+        (
+            "learning_submission_jobs_status_check",
+            words(JobStatus::ALL),
+        ),
+    ] {
+        assert_eq!(
+            check_constraint_words(&client, constraint).await,
+            closed_set,
+            "{constraint}"
+        );
+    }
 }
 
 #[test]
@@ -375,85 +397,75 @@ async fn a_word_the_worker_does_not_know_is_a_conversion_error_not_a_default() {
     );
 }
 
-/// The definitions of the job table's indexes, sorted.
-async fn job_indexes(client: &Client) -> Vec<String> {
-    client
-        .query(
-            "select indexdef from pg_indexes where tablename = 'learning_submission_jobs' \
-             and indexname <> 'learning_submission_jobs_pkey' order by indexname",
-            &[],
+#[tokio::test]
+async fn check_passes_on_the_platform_as_it_is_and_warns_about_public_execute() {
+    let db = TestDb::new().await.unwrap();
+    let worker = db.connect_as_worker().await.unwrap();
+    let checks = worker_core::schema::check(&worker).await.unwrap();
+    let failed: Vec<_> = checks.iter().filter(|check| check.blocks_work()).collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+    let warning = checks
+        .iter()
+        .find(|check| !check.ok)
+        .expect("the platform leaves EXECUTE on its helpers to PUBLIC");
+    assert_eq!(warning.problem.code(), "db_helpers_open_to_public");
+
+    let admin = db.connect().await.unwrap();
+    admin
+        .batch_execute(
+            "revoke execute on function \
+               public.learning_worker_update_completed(uuid, text, text, jsonb), \
+               public.learning_worker_update_completed(uuid, text, text, json), \
+               public.learning_worker_update_failed(uuid, text, text), \
+               public.learning_worker_mark_retry(uuid, text, text, timestamptz) from public",
         )
         .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect()
-}
-
-async fn lease_index_check(client: &Client) -> worker_core::schema::Check {
-    worker_core::schema::check(client)
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|check| check.problem == worker_core::database::DatabaseProblem::LeaseIndexMissing)
-        .expect("the lease index is checked")
+        .unwrap();
+    let checks = worker_core::schema::check(&worker).await.unwrap();
+    assert!(
+        checks.iter().all(|check| check.ok),
+        "the revoke the fix names cures the warning and leaves the worker its grant: {checks:#?}"
+    );
 }
 
 #[tokio::test]
-async fn the_lease_index_is_created_beside_the_platform_s_and_old_ones_are_renamed() {
+async fn check_fails_with_the_cause_when_a_column_type_or_policy_is_wrong() {
     let db = TestDb::new().await.unwrap();
-    let mut client = db.connect().await.unwrap();
-    let lease_index = "CREATE INDEX learning_submission_jobs_lease_idx ON public.learning_submission_jobs USING btree (status, visible_at, created_at)";
-    assert_eq!(job_indexes(&client).await, [lease_index]);
-    assert!(lease_index_check(&client).await.ok);
+    let admin = db.connect().await.unwrap();
+    let worker = db.connect_as_worker().await.unwrap();
+    let failing = async || -> Vec<(String, &'static str)> {
+        worker_core::schema::check(&worker)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|check| check.blocks_work())
+            .map(|check| (check.name, check.problem.code()))
+            .collect()
+    };
 
-    // The platform's database: the contract's two-column index under the contract's name.
-    client
+    admin
+        .batch_execute("alter table learning_submissions alter column size_bytes type bigint")
+        .await
+        .unwrap();
+    assert_eq!(
+        failing().await,
+        [(
+            "table learning_submissions and the types of its 13 columns the worker uses".to_owned(),
+            "db_schema_missing"
+        )]
+    );
+    admin
         .batch_execute(
-            "drop index learning_submission_jobs_lease_idx;
-             create index learning_submission_jobs_status_visible_at_idx
-               on public.learning_submission_jobs (status, visible_at);",
+            "alter table learning_submissions alter column size_bytes type integer; \
+             drop policy learning_submissions_select_self on learning_submissions",
         )
         .await
         .unwrap();
-    let missing = lease_index_check(&client).await;
-    assert!(!missing.ok);
-    assert!(
-        !missing.blocks_work(),
-        "slower, not broken: the worker stays ready"
-    );
-    assert_eq!(missing.problem.code(), "db_lease_index_missing");
-    assert!(
-        missing
-            .problem
-            .fix()
-            .contains("create index concurrently learning_submission_jobs_lease_idx")
-    );
-    worker_core::schema::apply(&mut client).await.unwrap();
     assert_eq!(
-        job_indexes(&client).await,
-        [
-            lease_index,
-            "CREATE INDEX learning_submission_jobs_status_visible_at_idx ON public.learning_submission_jobs USING btree (status, visible_at)",
-        ],
-        "the platform's index stays, the lease index joins it"
-    );
-    assert!(lease_index_check(&client).await.ok);
-
-    // A database set up by an earlier version: the three columns under the contract name.
-    client
-        .batch_execute(
-            "drop index learning_submission_jobs_lease_idx;
-             drop index learning_submission_jobs_status_visible_at_idx;
-             create index learning_submission_jobs_status_visible_at_idx
-               on public.learning_submission_jobs (status, visible_at, created_at);",
-        )
-        .await
-        .unwrap();
-    worker_core::schema::apply(&mut client).await.unwrap();
-    assert_eq!(
-        job_indexes(&client).await,
-        [lease_index],
-        "renamed, not duplicated"
+        failing().await,
+        [(
+            "a row-level policy lets the role read a submission as its student".to_owned(),
+            "db_permission_denied"
+        )]
     );
 }

@@ -254,18 +254,21 @@ async fn a_notification_wakes_an_idle_worker() {
     // Idle: its LISTEN is in place (and its start-up leases found nothing).
     eventually(
         &client,
-        "select count(*) = 1 from pg_stat_activity where query = 'listen \"learning_submission_jobs\"'",
+        "select count(*) = 1 from pg_stat_activity where query = 'listen \"learning_submissions\"'",
         "worker listening",
     )
     .await;
 
-    let job = fixtures::job().insert(&client).await.unwrap();
+    let submission = fixtures::submission()
+        .insert_with_job(&client)
+        .await
+        .unwrap();
 
     eventually(
         &client,
         &format!(
             "select analysis_status = 'completed' from learning_submissions where id = '{}'",
-            job.submission.id
+            submission.id
         ),
         "the job done long before the 600 s poll",
     )
