@@ -519,54 +519,61 @@ fn reference_names_everything() {
 
 /// The scan found each of `expected` (so it still sees what it should), and the
 /// reference names every name it found.
-/// The schema reference names every table, column, index, function and role that
-/// `schema.sql` creates, so the page cannot fall behind the SQL.
+/// The platform reference names every table, column, index, function, trigger and
+/// role that the test copy of the platform's schema (`fixtures/sql/platform.sql`)
+/// creates, so the page cannot fall behind the SQL.
 #[test]
-fn schema_reference_names_every_object() {
+fn platform_reference_names_every_object() {
     let root = project_root();
-    let reference = fs::read_to_string(root.join("docs/reference/schema.md")).unwrap();
-    let sql = fs::read_to_string(root.join("crates/worker-core/src/schema.sql")).unwrap();
+    let reference = fs::read_to_string(root.join("docs/reference/platform.md")).unwrap();
+    let sql = fs::read_to_string(root.join("fixtures/sql/platform.sql")).unwrap();
     let mut names = Vec::new();
     let mut in_table = false;
+    let word = |rest: &str| {
+        let end = rest
+            .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+            .unwrap_or(rest.len());
+        rest[..end].to_owned()
+    };
     for line in sql.lines() {
-        if let Some(rest) = line.strip_prefix("create table if not exists public.") {
-            names.extend(rest.split_whitespace().next().map(str::to_owned));
+        if let Some(rest) = line.strip_prefix("create table public.") {
+            names.push(word(rest));
             in_table = true;
         } else if line.starts_with(");") {
             in_table = false;
         } else if in_table && let Some(column) = line.strip_prefix("    ") {
-            // A column line; its continuation lines are indented further.
-            if let Some(name) = column.split_whitespace().next()
-                && !column.starts_with(' ')
-            {
-                names.push(name.to_owned());
+            // A column line; constraints and continuations are not columns.
+            let name = word(column);
+            let keyword = ["constraint", "unique", "primary", "check"].contains(&name.as_str());
+            if !name.is_empty() && !keyword && !column.starts_with(' ') {
+                names.push(name);
             }
         }
         for prefix in [
-            "create or replace function public.",
-            "create index if not exists ",
+            "create function public.",
+            "create index ",
             "create trigger ",
-            "create role ",
         ] {
             if let Some(rest) = line.trim_start().strip_prefix(prefix) {
-                let end = rest
-                    .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
-                    .unwrap_or(rest.len());
-                names.push(rest[..end].to_owned());
+                names.push(word(rest));
             }
+        }
+        // The roles: ('name', 'attributes'),
+        if let Some(rest) = line.trim_start().strip_prefix("('") {
+            names.push(word(rest));
         }
     }
     assert_reference_names(
         &reference,
-        "docs/reference/schema.md",
+        "docs/reference/platform.md",
         &names,
         &[
             "learning_submission_jobs",
             "lease_key",
             "vision_last_attempt_at",
             "learning_worker_mark_retry",
-            "learning_submission_jobs_lease_idx",
-            "learning_submission_jobs_notify",
+            "learning_submission_jobs_visible_idx",
+            "trg_notify_learning_submission_change",
             "gustav_worker",
         ],
     );
