@@ -66,8 +66,8 @@ pub use dump::{DumpJob, Dumped, KILL_GRACE, PROGRESS_INTERVAL, STDERR_TAIL, dump
 pub use error::Error;
 pub use gzip::{BLOCK_SIZE, Finished, GZIP_HEADER, ParallelGzip};
 pub use restore::{
-    Psql, RestoreCode, RestoreError, TABLE_COUNTS_SQL, USER_RELATIONS_SQL, Unpacked, table_counts,
-    unpack,
+    Applied, Psql, RestoreCode, RestoreError, TABLE_COUNTS_SQL, USER_RELATIONS_SQL, Unpacked,
+    table_counts, unpack,
 };
 pub use storage::{ArchiveJob, archive};
 

@@ -183,16 +183,42 @@ impl Psql<'_> {
     /// Runs one SQL text (statements separated by `;`) and returns its rows: one
     /// per line, fields separated by the unit separator (0x1f).
     pub fn query(&self, dsn: &Dsn, sql: &str) -> Result<Vec<Vec<String>>, RestoreError> {
-        let args = [
+        self.query_each(dsn, &[sql])
+    }
+
+    /// Counts every table's rows in `dsn`'s database (see [`TABLE_COUNTS_SQL`]), in
+    /// a way row-level security cannot hide. A restored table with *forced*
+    /// row-level security (the platform's `course_memberships`) hides its rows even
+    /// from its owner, the restoring role, unless that role bypasses RLS: a count
+    /// would read 0 while the rows are there. So the count runs in a transaction
+    /// that lifts FORCE on the tables the counting role owns and is rolled back:
+    /// nothing of the restored database changes.
+    pub fn table_counts(&self, dsn: &Dsn) -> Result<BTreeMap<String, u64>, RestoreError> {
+        table_counts(&self.query_each(
+            dsn,
+            &[
+                "begin",
+                UNFORCE_OWN_TABLES_SQL,
+                TABLE_COUNTS_SQL,
+                "rollback",
+            ],
+        )?)
+    }
+
+    /// Runs `statements` in order in one `psql` session; the rows of all of them.
+    fn query_each(&self, dsn: &Dsn, statements: &[&str]) -> Result<Vec<Vec<String>>, RestoreError> {
+        let mut args: Vec<OsString> = [
+            "--quiet",
             "--tuples-only",
             "--no-align",
             "--field-separator=\u{1f}",
-            "--command",
         ]
         .map(OsString::from)
-        .into_iter()
-        .chain([OsString::from(sql)])
-        .collect();
+        .into();
+        for statement in statements {
+            args.push(OsString::from("--command"));
+            args.push(OsString::from(statement));
+        }
         let (output, _stderr) = child::supervise(
             &self.job(dsn, args, "psql in progress"),
             None,
@@ -208,27 +234,48 @@ impl Psql<'_> {
     /// Applies a compressed (gzip or zstd, by its name) plain dump in one
     /// transaction: all of it or none. An encrypted (`.age`) dump is decrypted
     /// with `identities` as it streams; its header is opened before `psql` starts.
-    /// Returns the uncompressed bytes applied.
+    ///
+    /// A dump made by another role than the restoring one carries lines such as
+    /// `ALTER DEFAULT PRIVILEGES FOR ROLE postgres IN SCHEMA storage GRANT …`, which
+    /// only a member of that role may apply; one such line would roll the whole
+    /// restore back. Those lines, for roles the restoring role is not a member of,
+    /// are left out and named in the answer: they only set grants for tables created
+    /// later, and every grant on the restored tables is its own line.
     pub fn apply_dump(
         &self,
         dsn: &Dsn,
         artifact: &Path,
         identities: Option<&encryption::Identities>,
-    ) -> Result<u64, RestoreError> {
-        let mut plain = plain_artifact(artifact, identities)?;
+    ) -> Result<Applied, RestoreError> {
+        let plain = plain_artifact(artifact, identities)?;
+        let member_of: std::collections::HashSet<String> = self
+            .query(dsn, MEMBER_OF_SQL)?
+            .into_iter()
+            .filter_map(|row| row.into_iter().next())
+            .collect();
         let args = vec![OsString::from("--single-transaction")];
         let applied = std::sync::Arc::new(AtomicU64::new(0));
+        let skipped = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let fed = std::sync::Arc::clone(&applied);
+        let left_out = std::sync::Arc::clone(&skipped);
         let feed: child::Feed = Box::new(move |mut stdin, progress: &AtomicU64| {
-            let mut buffer = vec![0u8; 256 * 1024];
+            let mut plain = BufReader::with_capacity(256 * 1024, plain);
+            let mut line = Vec::with_capacity(64 * 1024);
             loop {
-                let read = match plain.read(&mut buffer) {
+                line.clear();
+                let read = match std::io::BufRead::read_until(&mut plain, b'\n', &mut line) {
                     Ok(0) => break,
                     Ok(read) => read,
                     Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(error) => return Err(PipeError::Read(error)),
                 };
-                stdin.write_all(&buffer[..read]).map_err(PipeError::Write)?;
+                match default_privileges_role(&line) {
+                    Some(role) if !member_of.contains(&role) => {
+                        left_out.lock().expect("skipped lines").push(role);
+                        stdin.write_all(b"\n").map_err(PipeError::Write)?;
+                    }
+                    _ => stdin.write_all(&line).map_err(PipeError::Write)?,
+                }
                 progress.fetch_add(read as u64, Ordering::Relaxed);
                 fed.fetch_add(read as u64, Ordering::Relaxed);
             }
@@ -241,13 +288,58 @@ impl Psql<'_> {
             |stdout, _| read_bounded(stdout, 0).map(drop),
         );
         match result {
-            Ok(((), _)) => Ok(applied.load(Ordering::Relaxed)),
+            Ok(((), _)) => Ok(Applied {
+                bytes: applied.load(Ordering::Relaxed),
+                default_privileges_left_out: std::mem::take(
+                    &mut *skipped.lock().expect("skipped lines"),
+                ),
+            }),
             Err(ChildError::Read(source)) => Err(RestoreError::Artifact {
                 path: artifact.to_owned(),
                 source,
             }),
             Err(error) => Err(self.error(error)),
         }
+    }
+}
+
+/// What [`Psql::apply_dump`] applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// Uncompressed bytes of the dump.
+    pub bytes: u64,
+    /// For each `ALTER DEFAULT PRIVILEGES FOR ROLE …` line left out because the
+    /// restoring role is not a member of that role: the role it named.
+    pub default_privileges_left_out: Vec<String>,
+}
+
+/// The roles the connected role is a member of (itself included).
+const MEMBER_OF_SQL: &str =
+    "select rolname from pg_roles where pg_has_role(current_user, oid, 'member')";
+
+/// The role an `ALTER DEFAULT PRIVILEGES FOR ROLE <role> …` line names, as pg_dump
+/// writes it (the name double-quoted when it must be).
+fn default_privileges_role(line: &[u8]) -> Option<String> {
+    let rest = line.strip_prefix(b"ALTER DEFAULT PRIVILEGES FOR ROLE ")?;
+    let rest = std::str::from_utf8(rest).ok()?;
+    if let Some(quoted) = rest.strip_prefix('"') {
+        let mut name = String::new();
+        let mut chars = quoted.chars();
+        while let Some(c) = chars.next() {
+            if c == '"' {
+                if chars.clone().next() == Some('"') {
+                    chars.next();
+                    name.push('"');
+                } else {
+                    return Some(name);
+                }
+            } else {
+                name.push(c);
+            }
+        }
+        None
+    } else {
+        rest.split_whitespace().next().map(str::to_owned)
     }
 }
 
@@ -291,6 +383,13 @@ pub const TABLE_COUNTS_SQL: &str = "select format('%I.%I', n.nspname, c.relname)
      from pg_class c join pg_namespace n on n.oid = c.relnamespace \
      where c.relkind = 'r' and n.nspname not in ('pg_catalog', 'information_schema') \
      and n.nspname not like 'pg\\_toast%' and n.nspname not like 'pg\\_temp%' order by 1";
+
+/// Lifts FORCE ROW LEVEL SECURITY from the tables the current role owns; run only
+/// inside a transaction that is rolled back ([`Psql::table_counts`]).
+const UNFORCE_OWN_TABLES_SQL: &str = "do $$ declare forced record; begin \
+     for forced in select c.oid::regclass as name from pg_class c \
+       where c.relkind = 'r' and c.relforcerowsecurity and pg_has_role(current_user, c.relowner, 'usage') \
+     loop execute format('alter table %s no force row level security', forced.name); end loop; end $$";
 
 /// SQL counting the relations outside the system schemas: 0 means an empty target.
 pub const USER_RELATIONS_SQL: &str = "select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace \
@@ -431,4 +530,29 @@ pub fn unpack(
             })?;
     }
     Ok(unpacked)
+}
+
+#[cfg(test)]
+mod default_privileges_tests {
+    use super::default_privileges_role;
+
+    #[test]
+    fn names_the_role_of_a_default_privileges_line_as_pg_dump_writes_it() {
+        let line = b"ALTER DEFAULT PRIVILEGES FOR ROLE postgres IN SCHEMA storage GRANT SELECT ON TABLES  TO gustav_limited;\n";
+        assert_eq!(default_privileges_role(line).as_deref(), Some("postgres"));
+        let quoted =
+            b"ALTER DEFAULT PRIVILEGES FOR ROLE \"Odd \"\"one\"\"\" GRANT ALL ON TABLES TO x;\n";
+        assert_eq!(
+            default_privileges_role(quoted).as_deref(),
+            Some("Odd \"one\"")
+        );
+        assert_eq!(
+            default_privileges_role(b"GRANT SELECT ON TABLE t TO x;\n"),
+            None
+        );
+        assert_eq!(
+            default_privileges_role(b"-- ALTER DEFAULT PRIVILEGES FOR ROLE postgres\n"),
+            None
+        );
+    }
 }

@@ -163,12 +163,12 @@ pub async fn check(client: &Client) -> Result<Vec<Check>, tokio_postgres::Error>
     checks.push((
         "a row-level policy lets the role read a submission as its student".to_owned(),
         PermissionDenied,
-        "select not c.relrowsecurity or exists ( \
+        "select (select not c.relrowsecurity or exists ( \
              select from pg_policy p where p.polrelid = c.oid and p.polcmd in ('r', '*') \
                and p.polpermissive \
                and (0 = any(p.polroles) or exists ( \
                    select from unnest(p.polroles) r where pg_has_role(current_user, r, 'usage')))) \
-         from pg_class c where c.oid = to_regclass('public.learning_submissions')"
+         from pg_class c where c.oid = to_regclass('public.learning_submissions'))"
             .to_owned(),
     ));
     checks.push((

@@ -697,7 +697,11 @@ async fn operator_mistakes_are_named_with_their_fix_and_drain_gives_up_at_once()
             "check the user and password",
         ),
         (no_such_database, "db_not_found", "check the database name"),
-        (without_schema, "db_schema_missing", "schema.sql"),
+        (
+            without_schema,
+            "db_schema_missing",
+            "all of the platform's migrations applied",
+        ),
     ];
     for (dsn, code, fix) in cases {
         let (_, logs) = check_names_the_cause(&world, &dsn, code, fix);
