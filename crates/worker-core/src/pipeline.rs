@@ -216,10 +216,6 @@ struct Wrote {
     feedback: bool,
 }
 
-enum Transition {
-    Delete,
-}
-
 enum Failure {
     Adapter(Phase, AdapterError),
     Cancelled,
@@ -317,11 +313,11 @@ impl Pipeline {
         };
         let Some(submission) = self.read_submission(job, &payload.student_sub).await? else {
             tracing::info!(job_id = %job.id, submission_id = %job.reference, "submission missing or not visible; removing the job");
-            return self.finish(job, Transition::Delete, Outcome::Skipped).await;
+            return self.skip(job).await;
         };
         if !submission.analysis_status.is_open() {
             tracing::info!(job_id = %job.id, submission_id = %job.reference, status = %submission.analysis_status, "submission already handled; removing the job");
-            return self.finish(job, Transition::Delete, Outcome::Skipped).await;
+            return self.skip(job).await;
         }
         let context = JobContext {
             job_id: job.id,
@@ -561,26 +557,24 @@ impl Pipeline {
         })
     }
 
-    /// Ends the job (delete, or mark failed) in a fenced transaction of its own.
-    async fn finish(
-        &self,
-        job: &LeasedJob,
-        transition: Transition,
-        outcome: Outcome,
-    ) -> Result<Outcome, Failure> {
+    /// Removes a job whose submission is missing or already handled, in a fenced
+    /// transaction of its own.
+    async fn skip(&self, job: &LeasedJob) -> Result<Outcome, Failure> {
         let ended = self
             .queue
             .bounded(async |client| {
                 let Some(fence) = self.queue.fence(client, job).await? else {
                     return Ok(false);
                 };
-                match transition {
-                    Transition::Delete => fence.complete().await?,
-                }
+                fence.complete().await?;
                 Ok(true)
             })
             .await?;
-        Ok(if ended { outcome } else { Outcome::LeaseLost })
+        Ok(if ended {
+            Outcome::Skipped
+        } else {
+            Outcome::LeaseLost
+        })
     }
 
     /// Returns the job to the queue after an unexpected (database) error. The
